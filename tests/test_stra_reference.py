@@ -11,24 +11,26 @@ from stra_jax import StRAttention, total_diversity_loss
 from tests import reference_numpy as ref
 from tests.helpers import randomize_variables
 
-# name, heads, kernel, stride, dilation, gate, mode attention, interaction, train, (H, W)
+# name, heads, kernel, stride, dilation, gate, mode attention, interaction, train, (H, W), impl.
 CASES = [
-    ("g4_k3_sigmoid_train", 4, 3, 1, 1, "sigmoid", True, True, True, (7, 5)),
-    ("g8_k5_softmax_noint_eval", 8, 5, 1, 1, "softmax", True, False, False, (7, 5)),
-    ("g4_k3_stride2_eval_odd", 4, 3, 2, 1, "sigmoid", True, True, False, (7, 5)),
-    ("g8_k3_stride2_softmax_train", 8, 3, 2, 1, "softmax", True, True, True, (6, 5)),
-    ("g4_k5_dilation2_train", 4, 5, 1, 2, "sigmoid", True, True, True, (7, 6)),
-    ("g8_k3_local_only_eval", 8, 3, 1, 1, "sigmoid", False, True, False, (5, 7)),
-    ("g4_k5_stride2_local_only_train", 4, 5, 2, 1, "sigmoid", False, True, True, (5, 5)),
+    ("g4_k3_sigmoid_train", 4, 3, 1, 1, "sigmoid", True, True, True, (7, 5), "shift"),
+    ("g8_k5_softmax_noint_eval", 8, 5, 1, 1, "softmax", True, False, False, (7, 5), "shift"),
+    ("g4_k3_stride2_eval_odd", 4, 3, 2, 1, "sigmoid", True, True, False, (7, 5), "shift"),
+    ("g8_k3_stride2_softmax_train", 8, 3, 2, 1, "softmax", True, True, True, (6, 5), "shift"),
+    ("g4_k5_dilation2_train", 4, 5, 1, 2, "sigmoid", True, True, True, (7, 6), "shift"),
+    ("g8_k3_local_only_eval", 8, 3, 1, 1, "sigmoid", False, True, False, (5, 7), "shift"),
+    ("g4_k5_stride2_local_only_train", 4, 5, 2, 1, "sigmoid", False, True, True, (5, 5), "shift"),
+    ("patches_g8_k5_train", 8, 5, 1, 1, "sigmoid", True, True, True, (7, 5), "patches"),
+    ("patches_g4_k3_stride2_dil2_eval", 4, 3, 2, 2, "softmax", True, True, False, (7, 6), "patches"),
 ]
 CHANNELS = 32
 REDUCTION = 4
 
 
-def _setup(heads, kernel, stride, dilation, gate, mode_on, interaction, hw, seed=0):
+def _setup(heads, kernel, stride, dilation, gate, mode_on, interaction, hw, impl="shift", seed=0):
     block = StRAttention(heads=heads, kernel_size=kernel, reduction=REDUCTION, stride=stride,
                          dilation=dilation, gate=gate, mode_attention=mode_on,
-                         mode_interaction=interaction)
+                         mode_interaction=interaction, implementation=impl)
     x = jax.random.normal(jax.random.key(seed), (2, *hw, CHANNELS))
     variables = randomize_variables(block.init(jax.random.key(seed + 1), x, train=False), seed)
     return block, x, variables
@@ -39,8 +41,9 @@ class StRAReferenceTest(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
     @parameterized.named_parameters(*CASES)
     def test_matches_numpy_reference(self, heads, kernel, stride, dilation, gate, mode_on,
-                                     interaction, train, hw):
-        block, x, variables = _setup(heads, kernel, stride, dilation, gate, mode_on, interaction, hw)
+                                     interaction, train, hw, impl):
+        block, x, variables = _setup(heads, kernel, stride, dilation, gate, mode_on, interaction, hw,
+                                     impl)
 
         @self.variant
         def forward(v, inp):

@@ -9,6 +9,7 @@ from typing import Any
 
 GATES = ("sigmoid", "softmax")
 STRIDES = (1, 2)
+IMPLEMENTATIONS = ("shift", "patches")
 
 
 def _is_int(value: Any) -> bool:
@@ -36,6 +37,11 @@ def check_stride(stride: Any) -> None:
 def check_gate(gate: Any) -> None:
     if gate not in GATES:
         raise ValueError(f"gate={gate!r}: expected one of {GATES}")
+
+
+def check_implementation(implementation: Any) -> None:
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"implementation={implementation!r}: expected one of {IMPLEMENTATIONS}")
 
 
 def check_feature_map(x: Any, heads: int, module: str) -> None:

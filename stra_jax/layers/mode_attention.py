@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from stra_jax.layers import checks
 from stra_jax.layers.conv import conv1x1
 from stra_jax.layers.norm import batch_norm
+from stra_jax.layers.precision import accum_dtype, upcast
 
 DIVERSITY = "diversity"  # name of the sown L_d in the "losses" collection
 
@@ -32,10 +33,10 @@ DIVERSITY = "diversity"  # name of the sown L_d in the "losses" collection
 def spatial_mode_masks(mask_logits: jax.Array) -> jax.Array:
     """M^g: softmax of (B, H, W, G) logits over all H*W positions, per head.
 
-    Returns float32 (B, H, W, G); each head's mask sums to 1 over positions.
+    Returns (B, H, W, G) in at least float32; each head's mask sums to 1 over positions.
     """
     b, h, w, g = mask_logits.shape
-    flat = mask_logits.astype(jnp.float32).reshape(b, h * w, g)
+    flat = upcast(mask_logits).reshape(b, h * w, g)
     return jax.nn.softmax(flat, axis=1).reshape(b, h, w, g)
 
 
@@ -43,24 +44,25 @@ def modal_values(masks: jax.Array, s: jax.Array) -> jax.Array:
     """Modal values z_g = sum over positions i of M^g_i * s_i^g (Sec. 4.3).
 
     masks: (B, H, W, G); s: (B, H, W, G, n). Returns (B, G, n) in s's dtype,
-    accumulated in float32.
+    accumulated in at least float32.
     """
-    z = jnp.einsum("bhwg,bhwgn->bgn", masks.astype(s.dtype), s, preferred_element_type=jnp.float32)
+    z = jnp.einsum("bhwg,bhwgn->bgn", masks.astype(s.dtype), s,
+                   preferred_element_type=accum_dtype(s.dtype))
     return z.astype(s.dtype)
 
 
 def node_mode_similarity(s: jax.Array, z: jax.Array) -> jax.Array:
     """Eq. 5 inner product <s_i^g, z_g>: (B, H, W, G, n), (B, G, n) -> (B, H, W, G)."""
-    sim = jnp.einsum("bhwgn,bgn->bhwg", s, z, preferred_element_type=jnp.float32)
+    sim = jnp.einsum("bhwgn,bgn->bhwg", s, z, preferred_element_type=accum_dtype(s.dtype))
     return sim.astype(s.dtype)
 
 
 def mode_gate(logits: jax.Array, gate: str) -> jax.Array:
     """Eq. 5 gating sigma: ``sigmoid`` per mode, or ``softmax`` across the G modes.
 
-    logits: (B, H, W, G); computed in float32.
+    logits: (B, H, W, G); computed in at least float32.
     """
-    logits = logits.astype(jnp.float32)
+    logits = upcast(logits)
     if gate == "sigmoid":
         return jax.nn.sigmoid(logits)
     return jax.nn.softmax(logits, axis=-1)
@@ -71,8 +73,8 @@ def mode_context(r: jax.Array, z: jax.Array, s: jax.Array) -> jax.Array:
 
     r: (B, H, W, G); z: (B, G, n); s: (B, H, W, G, n) -> (B, H, W, G, n).
     """
-    context = r[..., None].astype(jnp.float32) * z[:, None, None].astype(jnp.float32)
-    return (context + s.astype(jnp.float32)).astype(s.dtype)
+    context = upcast(r)[..., None] * upcast(z)[:, None, None]
+    return (context + upcast(s)).astype(s.dtype)
 
 
 def mode_interaction(z: jax.Array, eps: float = 1e-12) -> jax.Array:
@@ -82,7 +84,7 @@ def mode_interaction(z: jax.Array, eps: float = 1e-12) -> jax.Array:
     ``eps``), scaled by sqrt(G) and softmaxed along the last axis; Z' = P Z.
     z: (B, G, n) -> (B, G, n).
     """
-    zf = z.astype(jnp.float32)
+    zf = upcast(z)
     p = jnp.einsum("bgn,bjn->bgj", zf, zf)
     norm = jnp.sqrt(jnp.sum(p * p, axis=-1, keepdims=True))
     p = p / jnp.maximum(norm, eps)
@@ -93,11 +95,11 @@ def mode_interaction(z: jax.Array, eps: float = 1e-12) -> jax.Array:
 def diversity_loss(masks: jax.Array) -> jax.Array:
     """L_d = G - sum over positions of max_g M^g (Sec. 4.3), per sample.
 
-    masks: (B, H, W, G), each head summing to 1 over positions. Returns float32
-    (B,), in [0, G-1]; 0 only when the heads activate disjoint single positions.
+    masks: (B, H, W, G), each head summing to 1 over positions. Returns (B,) in
+    at least float32, in [0, G-1]; 0 only when the heads activate disjoint single positions.
     """
     b, h, w, g = masks.shape
-    peak = jnp.max(masks.astype(jnp.float32).reshape(b, h * w, g), axis=-1)
+    peak = jnp.max(upcast(masks).reshape(b, h * w, g), axis=-1)
     return g - jnp.sum(peak, axis=-1)
 
 
@@ -142,7 +144,7 @@ class ModeAttention(nn.Module):
                 "losses",
                 DIVERSITY,
                 diversity_loss(masks),
-                init_fn=lambda: jnp.zeros((), jnp.float32),
+                init_fn=lambda: jnp.zeros((), accum_dtype(self.dtype)),
                 reduce_fn=lambda total, new: total + new,
             )
 

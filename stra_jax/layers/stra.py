@@ -23,6 +23,8 @@ class StRAttention(nn.Module):
 
     Ablations (paper Table 3): ``mode_attention=False`` is local attention only,
     ``mode_interaction=False`` drops Eq. 6, ``gate="softmax"`` gates across modes.
+    ``implementation`` picks how local attention gathers neighbours (see
+    :class:`LocalAttention`).
     """
 
     heads: int = 8
@@ -33,11 +35,19 @@ class StRAttention(nn.Module):
     gate: str = "sigmoid"
     mode_attention: bool = True
     mode_interaction: bool = True
+    implementation: str = "shift"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
     def __post_init__(self) -> None:
+        # Validate here too: the children are only built on the first call.
+        checks.check_positive_int("heads", self.heads)
+        checks.check_kernel_size(self.kernel_size)
+        checks.check_positive_int("reduction", self.reduction)
+        checks.check_stride(self.stride)
+        checks.check_positive_int("dilation", self.dilation)
         checks.check_gate(self.gate)
+        checks.check_implementation(self.implementation)
         super().__post_init__()
 
     @nn.compact
@@ -50,6 +60,7 @@ class StRAttention(nn.Module):
             reduction=self.reduction,
             stride=self.stride,
             dilation=self.dilation,
+            implementation=self.implementation,
             name="local",
             **kw,
         )(x, train=train)
