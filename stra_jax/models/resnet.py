@@ -1,0 +1,142 @@
+"""ResNet-50 (torchvision layout) and StRA-ResNet-50 (the authors' network), NHWC.
+
+Both share the torchvision v1.5 trunk: 7x7/2 stem, 3x3/2 max-pool, stages of
+[3, 4, 6, 3] bottlenecks, stride on the 3x3 conv. In StRA-ResNet-50 the blocks of
+the chosen stages (default: the last) replace their 3x3 conv by StRAttention and
+the last stage runs at stride 1. Padding is explicit (PyTorch's symmetric
+padding), so strided layers line up with PyTorch exactly.
+
+Heads:
+* ``embedding_dim=512`` (StRA default, the authors' code): GAP -> 1x1 conv (no
+  bias) -> BatchNorm = the test-time embedding; ``classifier`` on top.
+* ``embedding_dim=None`` (ResNet-50 default, and the paper's 2048-d variant):
+  the GAP feature is the embedding; ``classifier`` on top (torchvision's ``fc``).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from stra_jax.layers import StRAttention
+from stra_jax.layers.conv import kaiming_fan_out, linear_init
+from stra_jax.layers.norm import batch_norm
+
+
+def _conv(features: int, kernel: int, stride: int, name: str, dtype: Any, param_dtype: Any) -> nn.Conv:
+    pad = (kernel - 1) // 2
+    return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
+                   use_bias=False, kernel_init=kaiming_fan_out, dtype=dtype, param_dtype=param_dtype,
+                   name=name)
+
+
+class Bottleneck(nn.Module):
+    """1x1 -> BN -> ReLU -> spatial -> BN -> ReLU -> 1x1 (4x) -> BN, + shortcut, ReLU.
+
+    The spatial op is a 3x3 conv (``conv2``) or, with ``attention`` set, an
+    :class:`StRAttention` (``stra``) built from those keyword arguments.
+    """
+
+    planes: int
+    strides: int = 1
+    downsample: bool = False
+    attention: dict | None = None
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        out = _conv(self.planes, 1, 1, "conv1", **kw)(x)
+        out = nn.relu(batch_norm(train, name="bn1", **kw)(out))
+        if self.attention is None:
+            out = _conv(self.planes, 3, self.strides, "conv2", **kw)(out)
+        else:
+            out = StRAttention(stride=self.strides, name="stra", **self.attention, **kw)(out, train=train)
+        out = nn.relu(batch_norm(train, name="bn2", **kw)(out))
+        out = _conv(self.planes * 4, 1, 1, "conv3", **kw)(out)
+        out = batch_norm(train, name="bn3", **kw)(out)
+        shortcut = x
+        if self.downsample:
+            shortcut = _conv(self.planes * 4, 1, self.strides, "downsample_conv", **kw)(x)
+            shortcut = batch_norm(train, name="downsample_bn", **kw)(shortcut)
+        return nn.relu(out + shortcut)
+
+
+class ResNet(nn.Module):
+    """ResNet / StRA-ResNet on (B, H, W, 3) normalised NHWC images.
+
+    Returns a dict: ``features`` (B, 4*8*width) pooled trunk output, ``embedding``
+    (B, embedding_dim or 4*8*width) and, if ``num_classes`` > 0, ``logits``.
+    Outputs are float32 whatever ``dtype`` computes in.
+    """
+
+    num_classes: int = 0
+    stage_sizes: Sequence[int] = (3, 4, 6, 3)
+    width: int = 64
+    last_stride: int = 2
+    stra_stages: Sequence[int] = ()
+    heads: int = 8
+    kernel_size: int = 3
+    reduction: int = 4
+    gate: str = "sigmoid"
+    mode_attention: bool = True
+    mode_interaction: bool = True
+    attention_implementation: str = "shift"
+    embedding_dim: int | None = None
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    def __post_init__(self) -> None:
+        if len(self.stage_sizes) != 4 or any(n < 1 for n in self.stage_sizes):
+            raise ValueError(f"stage_sizes={tuple(self.stage_sizes)}: expected 4 positive block counts")
+        if self.last_stride not in (1, 2):
+            raise ValueError(f"last_stride={self.last_stride}: expected 1 or 2")
+        if any(s not in (0, 1, 2, 3) for s in self.stra_stages):
+            raise ValueError(f"stra_stages={tuple(self.stra_stages)}: expected stage indices in 0..3")
+        if self.num_classes < 0:
+            raise ValueError(f"num_classes={self.num_classes}: expected >= 0 (0 = no classifier)")
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, images: jax.Array, *, train: bool) -> dict[str, jax.Array]:
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"images shape {images.shape}: expected (batch, height, width, 3) NHWC")
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        x = images.astype(self.dtype)
+        x = _conv(self.width, 7, 2, "conv1", **kw)(x)
+        x = nn.relu(batch_norm(train, name="bn1", **kw)(x))
+        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+
+        attention = dict(heads=self.heads, kernel_size=self.kernel_size, reduction=self.reduction,
+                         gate=self.gate, mode_attention=self.mode_attention,
+                         mode_interaction=self.mode_interaction,
+                         implementation=self.attention_implementation)
+        for stage, blocks in enumerate(self.stage_sizes):
+            planes = self.width * 2**stage
+            stage_stride = 1 if stage == 0 else (self.last_stride if stage == 3 else 2)
+            for block in range(blocks):
+                strides = stage_stride if block == 0 else 1
+                x = Bottleneck(
+                    planes,
+                    strides=strides,
+                    downsample=block == 0,  # stride or 4x channel change: always in block 0
+                    attention=attention if stage in self.stra_stages else None,
+                    name=f"layer{stage + 1}_{block}",
+                    **kw,
+                )(x, train=train)
+
+        features = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(self.dtype)
+        embedding = features
+        if self.embedding_dim is not None:
+            # The authors' head: 1x1 conv on the pooled map == a bias-free Dense.
+            embedding = nn.Dense(self.embedding_dim, use_bias=False, kernel_init=kaiming_fan_out,
+                                 name="embed_conv", **kw)(features)
+            embedding = batch_norm(train, name="embed_bn", **kw)(embedding)
+        out = {"features": features.astype(jnp.float32), "embedding": embedding.astype(jnp.float32)}
+        if self.num_classes:
+            logits = nn.Dense(self.num_classes, kernel_init=linear_init, name="classifier", **kw)(embedding)
+            out["logits"] = logits.astype(jnp.float32)
+        return out
