@@ -89,10 +89,27 @@ def load_model(model_dir: str | os.PathLike, *, expect_arch: str | None = None,
     model = create_model(arch, **{**spec["kwargs"], **overrides})
     target = jax.eval_shape(lambda: init_variables(model, jax.random.key(0)))
     target = {"params": target["params"], "batch_stats": target.get("batch_stats", {})}
-    try:
-        with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as ckptr:
-            variables = ckptr.restore(Path(model_dir).absolute() / "variables",
-                                      args=ocp.args.StandardRestore(target))
-    except (ValueError, KeyError) as err:
-        raise ValueError(f"{model_dir}: saved variables do not match {arch} with {overrides}: {err}") from err
+    path = Path(model_dir).absolute() / "variables"
+    with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as ckptr:
+        saved = ckptr.metadata(path).item_metadata.tree
+        problems = shape_mismatches(target, saved)
+        if problems:
+            raise ValueError(f"{model_dir}: saved variables do not match {arch} with options "
+                             f"{spec['kwargs'] | overrides}:\n  " + "\n  ".join(problems))
+        variables = ckptr.restore(path, args=ocp.args.StandardRestore(target))
     return model, variables
+
+
+def shape_mismatches(expected: Any, saved: Any, limit: int = 50) -> list[str]:
+    """Differences between two trees of arrays / shape structs: missing, extra and
+    wrongly shaped leaves as readable lines (empty when they match)."""
+    def flat(tree):
+        return {"/".join(str(getattr(k, "key", k)) for k in path): tuple(leaf.shape)
+                for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+    want, got = flat(expected), flat(saved)
+    lines = [f"missing from the checkpoint: {k} {want[k]}" for k in sorted(set(want) - set(got))]
+    lines += [f"not in the model: {k} {got[k]}" for k in sorted(set(got) - set(want))]
+    lines += [f"{k}: model expects {want[k]}, checkpoint has {got[k]}"
+              for k in sorted(set(want) & set(got)) if want[k] != got[k]]
+    return lines[:limit] + ([f"... and {len(lines) - limit} more"] if len(lines) > limit else [])
