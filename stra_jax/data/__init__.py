@@ -1,0 +1,1 @@
+"""Datasets, the synthetic generator and the tf.data input pipeline."""

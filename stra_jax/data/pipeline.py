@@ -1,0 +1,190 @@
+"""tf.data input pipelines for ReID: training batches and evaluation batches.
+
+Training (torchreid's order of transforms): decode -> resize (bilinear) ->
+random horizontal flip -> zero-pad and random crop back -> ImageNet
+normalisation -> random erasing (p 0.5, area 0.02-0.4 of the image, aspect
+0.3-3.3, filled with 0 = the mean colour after normalisation).
+
+Determinism and resume: the epoch's order is a NumPy permutation of
+(seed, epoch), every random op is *stateless* with a per-example seed derived
+from (seed, epoch, position), and the map keeps order. Batch b of epoch e is
+therefore the same however many hosts, threads or restarts produced it;
+``start_step`` skips straight to a batch for an exact resume.
+
+Multi-host: each global batch is split into ``process_count`` equal, contiguous
+host slices; host p loads only its slice (its files), so the global batch is
+independent of the host count.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from stra_jax.data.reid.common import Record
+
+# The input pipeline runs on the host CPU; keep TensorFlow off the accelerators
+# that JAX owns (otherwise TF reserves GPU memory on GPU hosts).
+tf.config.set_visible_devices([], "GPU")
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclasses.dataclass(frozen=True)
+class Augment:
+    """Training augmentation; the defaults are the ReID recipe's."""
+
+    flip: bool = True
+    pad: int = 10
+    erase_prob: float = 0.5
+    erase_area: tuple[float, float] = (0.02, 0.4)
+    erase_aspect: tuple[float, float] = (0.3, 3.3)
+    erase_tries: int = 10
+
+
+def check_images(records: Sequence[Record], skip_corrupt: bool = False) -> tuple[list[Record], list[str]]:
+    """Decode every image once (Pillow). A corrupt file raises ``ValueError``
+    naming it, or with ``skip_corrupt`` is dropped; returns (kept, skipped paths)."""
+    from PIL import Image
+
+    kept, skipped = [], []
+    for record in records:
+        try:
+            with Image.open(record.path) as image:
+                image.convert("RGB").load()
+        except Exception as err:  # Pillow raises OSError, SyntaxError, ValueError, ...
+            if not skip_corrupt:
+                raise ValueError(f"{record.path}: corrupt or unreadable image ({err}); "
+                                 "pass skip_corrupt=True to drop such files") from err
+            skipped.append(record.path)
+            continue
+        kept.append(record)
+    return kept, skipped
+
+
+def load_image(path: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
+    """File -> (H, W, 3) float32 in [0, 1], resized bilinearly to ``image_size``."""
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    image = tf.image.convert_image_dtype(image, tf.float32)
+    return tf.image.resize(image, image_size, method="bilinear")
+
+
+def normalize(image: tf.Tensor) -> tf.Tensor:
+    return (image - tf.constant(IMAGENET_MEAN)) / tf.constant(IMAGENET_STD)
+
+
+def random_erase(image: tf.Tensor, seed: tf.Tensor, cfg: Augment) -> tf.Tensor:
+    """Random erasing (Zhong et al.): with probability p, one rectangle of random
+    area and aspect is set to 0. Tries ``erase_tries`` candidate boxes at once
+    and uses the first that fits, like the usual rejection loop."""
+    height, width = image.shape[0], image.shape[1]
+    seeds = tf.random.experimental.stateless_split(seed, 5)
+    apply = tf.random.stateless_uniform([], seeds[0]) < cfg.erase_prob
+    n = cfg.erase_tries
+    area = tf.random.stateless_uniform([n], seeds[1], *cfg.erase_area) * float(height * width)
+    aspect = tf.random.stateless_uniform([n], seeds[2], *cfg.erase_aspect)
+    h = tf.cast(tf.round(tf.sqrt(area * aspect)), tf.int32)
+    w = tf.cast(tf.round(tf.sqrt(area / aspect)), tf.int32)
+    fits = (h < height) & (w < width) & (h > 0) & (w > 0)
+    first = tf.argmax(tf.cast(fits, tf.int32))
+    h, w = h[first], w[first]
+    top = tf.cast(tf.random.stateless_uniform([], seeds[3]) * tf.cast(height - h + 1, tf.float32), tf.int32)
+    left = tf.cast(tf.random.stateless_uniform([], seeds[4]) * tf.cast(width - w + 1, tf.float32), tf.int32)
+    rows = tf.range(height)[:, None]
+    cols = tf.range(width)[None, :]
+    box = (rows >= top) & (rows < top + h) & (cols >= left) & (cols < left + w)
+    erase = box & apply & tf.reduce_any(fits)
+    return tf.where(erase[:, :, None], tf.zeros_like(image), image)
+
+
+def augment(image: tf.Tensor, seed: tf.Tensor, cfg: Augment) -> tf.Tensor:
+    """(H, W, 3) in [0, 1] -> augmented, normalised (H, W, 3)."""
+    seeds = tf.random.experimental.stateless_split(seed, 3)
+    height, width = image.shape[0], image.shape[1]
+    if cfg.flip:
+        image = tf.image.stateless_random_flip_left_right(image, seeds[0])
+    if cfg.pad:
+        image = tf.pad(image, [[cfg.pad, cfg.pad], [cfg.pad, cfg.pad], [0, 0]])
+        image = tf.image.stateless_random_crop(image, [height, width, 3], seeds[1])
+    image = normalize(image)
+    if cfg.erase_prob > 0:
+        image = random_erase(image, seeds[2], cfg)
+    return image
+
+
+def steps_per_epoch(num_examples: int, global_batch: int) -> int:
+    """Full global batches per epoch (the remainder is dropped, as torchreid does)."""
+    return num_examples // global_batch
+
+
+def epoch_order(num_examples: int, global_batch: int, seed: int, epoch: int) -> np.ndarray:
+    """(steps, global_batch) example indices of one epoch; a function of (seed, epoch) only."""
+    steps = steps_per_epoch(num_examples, global_batch)
+    order = np.random.default_rng([seed, epoch]).permutation(num_examples)
+    return order[: steps * global_batch].reshape(steps, global_batch)
+
+
+def train_dataset(
+    records: Sequence[Record],
+    *,
+    global_batch: int,
+    image_size: tuple[int, int] = (256, 128),
+    seed: int = 0,
+    epoch: int = 0,
+    start_step: int = 0,
+    augmentation: Augment = Augment(),
+    process_index: int = 0,
+    process_count: int = 1,
+) -> tf.data.Dataset:
+    """One epoch of this host's training batches: {"images": (b, H, W, 3) float32,
+    "labels": (b,) int32} with b = global_batch / process_count, starting at
+    ``start_step``."""
+    if global_batch % process_count:
+        raise ValueError(f"global_batch={global_batch} is not divisible by process_count={process_count}")
+    if steps_per_epoch(len(records), global_batch) < 1:
+        raise ValueError(f"{len(records)} training images are fewer than one global batch of {global_batch}")
+    local = global_batch // process_count
+    order = epoch_order(len(records), global_batch, seed, epoch)
+    positions = np.arange(order.size).reshape(order.shape)  # position within the epoch: seeds ops
+    host = slice(process_index * local, (process_index + 1) * local)
+    order, positions = order[start_step:, host].ravel(), positions[start_step:, host].ravel()
+    paths = np.array([records[i].path for i in order], dtype=object).astype(str)
+    labels = np.array([records[i].pid for i in order], dtype=np.int32)
+    seeds = np.stack([np.full_like(positions, seed * 1_000_003 + epoch), positions], axis=1).astype(np.int64)
+
+    def load(path, label, example_seed):
+        image = augment(load_image(path, image_size), example_seed, augmentation)
+        return {"images": image, "labels": label}
+
+    ds = tf.data.Dataset.from_tensor_slices((paths, labels, seeds))
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(
+    paths: Sequence[str | Path],
+    *,
+    batch_size: int,
+    image_size: tuple[int, int] = (256, 128),
+) -> tf.data.Dataset:
+    """Test-time batches in file order: {"images": (batch, H, W, 3), "valid": (batch,) bool}.
+    The last batch is padded (valid = False) so every batch has the same shape
+    and one compiled forward pass serves them all."""
+    n = len(paths)
+    if n == 0:
+        raise ValueError("eval_dataset: no images")
+    padded = math.ceil(n / batch_size) * batch_size
+    all_paths = [str(p) for p in paths] + [str(paths[0])] * (padded - n)
+    valid = np.arange(padded) < n
+
+    def load(path, ok):
+        return {"images": normalize(load_image(path, image_size)), "valid": ok}
+
+    ds = tf.data.Dataset.from_tensor_slices((np.array(all_paths), valid))
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,100 @@
+"""Records and splits shared by the ReID dataset readers.
+
+A reader turns a dataset's standard extracted layout into three lists of
+:class:`Record` (path, pid, camid): ``train`` with pids relabelled 0..N-1,
+``query`` and ``gallery`` with the original pids (0 = distractor, kept in the
+gallery). Camera ids are 0-based, as torchreid stores them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Iterable, Sequence
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+MARKET_NAME = re.compile(r"([-\d]+)_c(\d+)")  # PPPP_cCsS_FFFFFF_BB.jpg
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    path: str
+    pid: int
+    camid: int  # 0-based
+
+
+@dataclasses.dataclass(frozen=True)
+class ReIDDataset:
+    """One ReID benchmark split: train (relabelled), query and gallery."""
+
+    name: str
+    root: str
+    train: tuple[Record, ...]
+    query: tuple[Record, ...]
+    gallery: tuple[Record, ...]
+
+    @property
+    def num_train_pids(self) -> int:
+        return len({r.pid for r in self.train})
+
+    @property
+    def num_train_cams(self) -> int:
+        return len({r.camid for r in self.train})
+
+    def summary(self) -> str:
+        rows = [("train", self.train), ("query", self.query), ("gallery", self.gallery)]
+        lines = [f"{self.name} at {self.root}", f"  {'subset':<8}{'ids':>7}{'images':>9}{'cameras':>9}"]
+        for label, recs in rows:
+            lines.append(f"  {label:<8}{len({r.pid for r in recs}):>7}{len(recs):>9}"
+                         f"{len({r.camid for r in recs}):>9}")
+        return "\n".join(lines)
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Image files of a folder, sorted by name; other files (Thumbs.db, .txt) are ignored."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def require_dir(path: Path, layout: str) -> Path:
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: folder not found; expected the layout {layout}")
+    return path
+
+
+def parse_market_folder(folder: Path, num_cameras: int, dataset: str) -> list[Record]:
+    """Records of a Market-1501-style folder; junk (pid -1) dropped, pid 0 kept."""
+    records = []
+    for path in image_files(folder):
+        match = MARKET_NAME.match(path.name)
+        if match is None:
+            raise ValueError(f"{path}: file name does not follow {dataset}'s PPPP_cC... convention "
+                             f"(pattern {MARKET_NAME.pattern!r})")
+        pid, cam = int(match.group(1)), int(match.group(2))
+        if pid == -1:
+            continue  # junk images: ignored by the protocol
+        if pid < 0 or not 1 <= cam <= num_cameras:
+            raise ValueError(f"{path}: pid {pid} / camera {cam} out of range "
+                             f"(expected pid >= 0 and camera 1..{num_cameras})")
+        records.append(Record(str(path), pid, cam - 1))
+    return records
+
+
+def relabel(records: Iterable[Record]) -> tuple[Record, ...]:
+    """Map train pids to 0..N-1 in sorted pid order."""
+    records = list(records)
+    label = {pid: i for i, pid in enumerate(sorted({r.pid for r in records}))}
+    return tuple(dataclasses.replace(r, pid=label[r.pid]) for r in records)
+
+
+def build_dataset(name: str, root: Path, train: Sequence[Record], query: Sequence[Record],
+                  gallery: Sequence[Record], *, relabel_train: bool = True) -> ReIDDataset:
+    """Check the splits and assemble a dataset; an empty split or a query set
+    whose identities are all absent from the gallery is an error."""
+    for label, recs in (("train", train), ("query", query), ("gallery", gallery)):
+        if not recs:
+            raise ValueError(f"{name} at {root}: the {label} split is empty")
+    if not {r.pid for r in query} & {r.pid for r in gallery}:
+        raise ValueError(f"{name} at {root}: no query identity appears in the gallery; "
+                         "retrieval cannot be evaluated")
+    return ReIDDataset(name, str(root), relabel(train) if relabel_train else tuple(train),
+                       tuple(query), tuple(gallery))

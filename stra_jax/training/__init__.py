@@ -1,0 +1,1 @@
+"""Training system: mesh/shardings (more to come: state, optimiser, step, loop)."""
