@@ -20,7 +20,8 @@ identity lives in body PARTS, the structure StRAttention is meant to exploit:
   arm swing), horizontal flip (a person seen from the other side: the bag
   changes side), brightness, background clutter in the clothing colours,
   occluders, sensor noise and JPEG.  Per camera (fixed): a 3x3 colour matrix and
-  bias, optional blur and the scene (wall / floor colours, horizon).
+  bias, optional blur, the horizon and half of the wall / floor colours (the
+  other half varies per image, so the scene does not give the camera away).
 
 Layout, as in Market-1501::
 
@@ -86,12 +87,12 @@ class SyntheticSpec:
     flip_prob: float = 0.5
     occlusion_prob: float = 0.2
     blur_camera_fraction: float = 0.34
-    color_cast: float = 0.12        # std of the per-camera colour gains / mixing
-    brightness_jitter: float = 0.15  # std of log brightness per image
-    scale_jitter: float = 0.08      # relative person-height jitter
-    shift_jitter: float = 0.05      # person-box shift std, fraction of the image size
+    color_cast: float = 0.06        # std of the per-camera colour gains / mixing
+    brightness_jitter: float = 0.10  # std of log brightness per image
+    scale_jitter: float = 0.06      # relative person-height jitter
+    shift_jitter: float = 0.03      # person-box shift std, fraction of the image size
     pose_jitter: float = 1.0        # scales leg spread and arm swing
-    clutter: float = 5.0            # mean number of background shapes
+    clutter: float = 3.0            # mean number of background shapes
     noise_std: float = 2.0          # Gaussian sensor noise, grey levels
     jpeg_quality: int = 90
 
@@ -109,8 +110,9 @@ class SyntheticSpec:
         if not 1 <= self.num_test < self.num_ids:
             problems.append(f"num_test_ids={self.num_test} must leave >= 1 train and >= 1 test id "
                             f"of num_ids={self.num_ids}")
-        if self.num_ids > 9999:
-            problems.append(f"num_ids={self.num_ids} must fit in 4 digits")
+        if self.num_ids > 9999 or self.images_per_id > 10_000 or max(self.distractors, self.junk) > 999:
+            problems.append("num_ids <= 9999, images_per_id <= 10000, distractors and junk <= 999 "
+                            "(6-digit frame numbers in file names)")
         if self.height < 32 or self.width < 16:
             problems.append(f"image size {self.height}x{self.width} must be at least 32x16")
         if self.distractors < 0 or self.junk < 0 or self.max_sequences < 1:
@@ -180,14 +182,14 @@ def plan_images(spec: SyntheticSpec) -> list[ImageRecord]:
         # Two images per camera guarantee a query and a gallery image in each.
         assign = rng.permutation(np.concatenate([np.repeat(cams, 2), rng.choice(cams, n - 2 * k)]))
         seqs = {int(c): int(rng.integers(1, spec.max_sequences + 1)) for c in cams}
-        frames = int(rng.integers(0, 900_000)) + np.cumsum(rng.integers(3, 60, n))
+        frames = int(rng.integers(0, 1_000_000 - 60 * n)) + np.cumsum(rng.integers(3, 60, n))
         boxes = rng.integers(1, 4, n)
         query = {int(c): int(rng.choice(np.flatnonzero(assign == c))) for c in cams}
         is_test = pid in spec.test_pids
         for j in range(n):
             c = int(assign[j])
             folder = (QUERY_DIR if query[c] == j else GALLERY_DIR) if is_test else TRAIN_DIR
-            records.append(ImageRecord(folder, pid, c, seqs[c], int(frames[j]) % 1_000_000,
+            records.append(ImageRecord(folder, pid, c, seqs[c], int(frames[j]),
                                        int(boxes[j]), "person", j))
     for kind, pid, stream, count in (("distractor", 0, _DISTRACTOR, spec.distractors),
                                      ("junk", -1, _JUNK, spec.junk)):
@@ -204,7 +206,6 @@ def plan_images(spec: SyntheticSpec) -> list[ImageRecord]:
 def render(spec: SyntheticSpec, rec: ImageRecord) -> np.ndarray:
     """Pixels of one record: (height, width, 3) uint8 RGB."""
     h, w = spec.height, spec.width
-    xx, yy = draw.grid(h, w)
     cam = draw.sample_camera(_rng(spec, _CAMERA, rec.cam), spec)
     if rec.kind == "person":
         rng = _rng(spec, _IMAGE, rec.pid, rec.index)
@@ -212,8 +213,8 @@ def render(spec: SyntheticSpec, rec: ImageRecord) -> np.ndarray:
     else:
         rng = _rng(spec, _DISTRACTOR if rec.kind == "distractor" else _JUNK, rec.index, 1)
         person = draw.sample_identity(rng)  # an anonymous passer-by
-    canvas = draw.draw_background(rng, cam, xx, yy, spec.clutter)
-    s = h * 0.86 * person.height * math.exp(spec.scale_jitter * rng.standard_normal())
+    canvas = draw.draw_background(rng, cam, h, w, spec.clutter)
+    s = h * 0.92 * person.height * math.exp(spec.scale_jitter * rng.standard_normal())
     cx = w / 2 + spec.shift_jitter * w * rng.standard_normal()
     top = (h - s) / 2 + spec.shift_jitter * h * rng.standard_normal()
     extra_blur = 0.0
@@ -230,9 +231,9 @@ def render(spec: SyntheticSpec, rec: ImageRecord) -> np.ndarray:
     legs = tuple(pj * rng.uniform(-0.03, 0.25, 2))
     arms = tuple(pj * rng.uniform(0.03, 0.3, 2))
     if s > 0.0:
-        draw.draw_person(canvas, xx, yy, person, cx, top, s, legs, arms)
+        draw.draw_person(canvas, person, cx, top, s, legs, arms)
         if rng.random() < spec.occlusion_prob:
-            draw.draw_occluder(rng, canvas, xx, yy, cx, top, s)
+            draw.draw_occluder(rng, canvas, cx, top, s)
     if rng.random() < spec.flip_prob:
         canvas = canvas[:, ::-1]
     brightness = math.exp(spec.brightness_jitter * rng.standard_normal())

@@ -32,7 +32,11 @@ _INIT_IMAGE = (1, 64, 64, 3)  # parameter shapes do not depend on the image size
 def init_variables(model: ResNet, rng: jax.Array) -> dict[str, Any]:
     """``{"params", "batch_stats"}`` of ``model`` (jitted init on a small image)."""
     dummy = jnp.zeros(_INIT_IMAGE, jnp.float32)
-    return jax.jit(lambda key: model.init(key, dummy, train=False))(rng)
+    # Runs once: skip LLVM optimisation, which makes compiling the dozens of
+    # random-number kernels of a ResNet's init take 5-10x longer than running them.
+    init = jax.jit(lambda key: model.init(key, dummy, train=False),
+                   compiler_options={"xla_backend_optimization_level": 0})
+    return init(rng)
 
 
 def save_model(out_dir: str | os.PathLike, arch: str, kwargs: dict[str, Any],

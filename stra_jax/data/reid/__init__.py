@@ -6,7 +6,7 @@ from typing import Callable
 
 from stra_jax.data.reid.common import ReIDDataset, Record
 from stra_jax.data.reid.cuhk03 import read_cuhk03
-from stra_jax.data.reid.market1501 import read_dukemtmc, read_market1501
+from stra_jax.data.reid.market1501 import read_dukemtmc, read_market1501, read_synthetic
 from stra_jax.data.reid.msmt17 import read_msmt17
 
 READERS: dict[str, Callable[..., ReIDDataset]] = {
@@ -15,6 +15,7 @@ READERS: dict[str, Callable[..., ReIDDataset]] = {
     "cuhk03_detected": lambda root: read_cuhk03(root, "detected"),
     "cuhk03_labeled": lambda root: read_cuhk03(root, "labeled"),
     "msmt17": read_msmt17,
+    "synthetic": read_synthetic,
 }
 
 
@@ -25,5 +26,15 @@ def read_dataset(name: str, root: str | Path) -> ReIDDataset:
     return READERS[name](root)
 
 
-__all__ = ["READERS", "ReIDDataset", "Record", "read_cuhk03", "read_dataset", "read_dukemtmc",
+def prepare_dataset(name: str, root: str | Path, synthetic: dict | None = None) -> ReIDDataset:
+    """Read a dataset; for ``synthetic``, first generate it into ``root`` if absent
+    (``synthetic``: keyword arguments of ``SyntheticSpec``)."""
+    if name == "synthetic":
+        from stra_jax.data.synthetic import SyntheticSpec, generate_market_layout
+
+        generate_market_layout(Path(root), SyntheticSpec(**(synthetic or {})))
+    return read_dataset(name, root)
+
+
+__all__ = ["prepare_dataset", "READERS", "ReIDDataset", "Record", "read_cuhk03", "read_dataset", "read_dukemtmc",
            "read_market1501", "read_msmt17"]

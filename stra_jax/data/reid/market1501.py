@@ -38,3 +38,8 @@ def read_market1501(root: str | Path) -> ReIDDataset:
 def read_dukemtmc(root: str | Path) -> ReIDDataset:
     """DukeMTMC-reID (same layout, 8 cameras)."""
     return _read_market_layout("dukemtmcreid", root, "DukeMTMC-reID", num_cameras=8)
+
+
+def read_synthetic(root: str | Path) -> ReIDDataset:
+    """The generated set of ``stra_jax.data.synthetic`` (Market-1501 layout, up to 9 cameras)."""
+    return _read_market_layout("synthetic", root, "synthetic", num_cameras=9)

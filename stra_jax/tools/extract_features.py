@@ -1,0 +1,68 @@
+"""Embed a folder of your own images with a model directory.
+
+    python -m stra_jax.tools.extract_features --checkpoint DIR --images FOLDER --out feats.npy \\
+        [--image-size 256x128] [--batch-size 64] [--flip] [--skip-corrupt]
+
+Writes ``feats.npy`` (N, D) float32 and ``feats.txt`` (the N image paths, one
+per line, in the same order). Both are written to temporary names and renamed
+at the end, so a failed run leaves neither.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, help="model directory (model.json + variables/)")
+    parser.add_argument("--images", required=True, help="folder of images (searched recursively)")
+    parser.add_argument("--out", required=True, help="output .npy path")
+    parser.add_argument("--image-size", default="256x128", help="HxW the model expects")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--flip", action="store_true", help="average with the mirror image's features")
+    parser.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images (counted)")
+    args = parser.parse_args(argv)
+
+    from stra_jax.data.pipeline import check_images
+    from stra_jax.data.reid.common import IMAGE_SUFFIXES, Record
+    from stra_jax.evaluation.features import extract_features
+    from stra_jax.models import load_model
+
+    try:
+        height, width = (int(v) for v in args.image_size.lower().split("x"))
+        folder = Path(args.images)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: not a folder of images")
+        paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not paths:
+            raise ValueError(f"{folder}: no images with suffix {IMAGE_SUFFIXES}")
+        records, skipped = check_images([Record(str(p), 0, 0) for p in paths], skip_corrupt=args.skip_corrupt)
+        model, variables = load_model(args.checkpoint)
+        feats = extract_features(model, variables, [r.path for r in records], batch_size=args.batch_size,
+                                 image_size=(height, width), flip=args.flip)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_npy = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".npy", dir=out.parent)
+    with os.fdopen(fd, "wb") as f:
+        np.save(f, feats)
+    fd, tmp_txt = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".txt", dir=out.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write("".join(f"{r.path}\n" for r in records))
+    os.replace(tmp_npy, out)
+    os.replace(tmp_txt, out.with_suffix(".txt"))
+    print(f"wrote {out} {feats.shape} and {out.with_suffix('.txt')}"
+          + (f"; skipped {len(skipped)} corrupt images" if skipped else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
