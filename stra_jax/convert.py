@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stra_jax.models import create_model, init_variables
+from stra_jax.models import abstract_variables, create_model, init_variables
 
 log = logging.getLogger(__name__)
 
@@ -202,9 +202,8 @@ def from_torch_state_dict(
     attention and the head).
     """
     model = create_model(arch, num_classes=num_classes, **model_kwargs)
-    init = lambda: init_variables(model, jax.random.key(0))  # noqa: E731
     # strict: every leaf is replaced or the load fails, so shapes suffice (no compile).
-    template = jax.eval_shape(init) if strict else init()
+    template = abstract_variables(model) if strict else init_variables(model, jax.random.key(0))
     variables, report = load_state_dict(template, state_dict, strict=strict)
     if not strict:
         log.warning("partial load into %s:\n%s", arch, report.describe())

@@ -39,6 +39,12 @@ def init_variables(model: ResNet, rng: jax.Array) -> dict[str, Any]:
     return init(rng)
 
 
+def abstract_variables(model: ResNet) -> dict[str, Any]:
+    """Shapes and dtypes of ``init_variables(model, ...)``, traced without compiling."""
+    dummy = jax.ShapeDtypeStruct(_INIT_IMAGE, jnp.float32)
+    return jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), dummy)
+
+
 def save_model(out_dir: str | os.PathLike, arch: str, kwargs: dict[str, Any],
                variables: dict[str, Any], *, overwrite: bool = False) -> Path:
     """Write ``variables`` of ``create_model(arch, **kwargs)`` to ``out_dir``."""
@@ -91,7 +97,7 @@ def load_model(model_dir: str | os.PathLike, *, expect_arch: str | None = None,
     if expect_arch is not None and arch != expect_arch:
         raise ValueError(f"{model_dir}: holds a {arch!r} model, expected {expect_arch!r}")
     model = create_model(arch, **{**spec["kwargs"], **overrides})
-    target = jax.eval_shape(lambda: init_variables(model, jax.random.key(0)))
+    target = abstract_variables(model)
     target = {"params": target["params"], "batch_stats": target.get("batch_stats", {})}
     path = Path(model_dir).absolute() / "variables"
     with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as ckptr:

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stra_jax.models.io import init_variables
+from stra_jax.models.io import abstract_variables
 from stra_jax.models.registry import create_model, list_models
 
 
@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print("-" * len(header))
     for name in args.models:
         model = create_model(name, num_classes=args.num_classes)
-        variables = jax.eval_shape(lambda m=model: init_variables(m, jax.random.key(0)))
+        variables = abstract_variables(model)
         flops = [forward_flops(model, variables, hw) / 1e9 for hw in args.sizes]
         print(f"{name:<16}{args.num_classes:>8}{count_params(variables['params']):>14,}"
               + "".join(f"{f:>17.2f}" for f in flops))
