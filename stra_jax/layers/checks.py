@@ -44,6 +44,17 @@ def check_implementation(implementation: Any) -> None:
         raise ValueError(f"implementation={implementation!r}: expected one of {IMPLEMENTATIONS}")
 
 
+def check_local_attention(heads: Any, kernel_size: Any, reduction: Any, stride: Any, dilation: Any,
+                          implementation: Any) -> None:
+    """All hyper-parameters of local attention at once."""
+    check_positive_int("heads", heads)
+    check_kernel_size(kernel_size)
+    check_positive_int("reduction", reduction)
+    check_stride(stride)
+    check_positive_int("dilation", dilation)
+    check_implementation(implementation)
+
+
 def check_feature_map(x: Any, heads: int, module: str) -> None:
     """x must be (B, H, W, C) with H, W >= 1 and C divisible by ``heads``."""
     shape = getattr(x, "shape", None)

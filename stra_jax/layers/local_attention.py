@@ -148,12 +148,8 @@ class LocalAttention(nn.Module):
     param_dtype: Any = jnp.float32
 
     def __post_init__(self) -> None:
-        checks.check_positive_int("heads", self.heads)
-        checks.check_kernel_size(self.kernel_size)
-        checks.check_positive_int("reduction", self.reduction)
-        checks.check_stride(self.stride)
-        checks.check_positive_int("dilation", self.dilation)
-        checks.check_implementation(self.implementation)
+        checks.check_local_attention(self.heads, self.kernel_size, self.reduction, self.stride,
+                                     self.dilation, self.implementation)
         super().__post_init__()
 
     @nn.compact

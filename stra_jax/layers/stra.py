@@ -41,13 +41,9 @@ class StRAttention(nn.Module):
 
     def __post_init__(self) -> None:
         # Validate here too: the children are only built on the first call.
-        checks.check_positive_int("heads", self.heads)
-        checks.check_kernel_size(self.kernel_size)
-        checks.check_positive_int("reduction", self.reduction)
-        checks.check_stride(self.stride)
-        checks.check_positive_int("dilation", self.dilation)
+        checks.check_local_attention(self.heads, self.kernel_size, self.reduction, self.stride,
+                                     self.dilation, self.implementation)
         checks.check_gate(self.gate)
-        checks.check_implementation(self.implementation)
         super().__post_init__()
 
     @nn.compact
