@@ -114,7 +114,10 @@ def shape_mismatches(expected: Any, saved: Any, limit: int = 50) -> list[str]:
     """Differences between two trees of arrays / shape structs: missing, extra and
     wrongly shaped leaves as readable lines (empty when they match)."""
     def flat(tree):
-        return {"/".join(str(getattr(k, "key", k)) for k in path): tuple(leaf.shape)
+        # DictKey.key / GetAttrKey.name / SequenceKey.idx: a dataclass state and the
+        # dict orbax reads back name the same leaf the same way.
+        return {"/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path):
+                tuple(leaf.shape)
                 for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
     want, got = flat(expected), flat(saved)

@@ -24,6 +24,8 @@ from stra_jax.layers import StRAttention
 from stra_jax.layers.conv import kaiming_fan_out, linear_init
 from stra_jax.layers.norm import batch_norm
 
+FREEZABLE = ("stem", "layer1", "layer2", "layer3", "layer4")
+
 
 def _conv(features: int, kernel: int, stride: int, name: str, dtype: Any, param_dtype: Any) -> nn.Conv:
     pad = (kernel - 1) // 2
@@ -37,6 +39,8 @@ class Bottleneck(nn.Module):
 
     The spatial op is a 3x3 conv (``conv2``) or, with ``attention`` set, an
     :class:`StRAttention` (``stra``) built from those keyword arguments.
+    ``frozen=True`` keeps the block's own (pretrained) BatchNorms in inference
+    mode while training; an ``stra`` module (new, not pretrained) still trains.
     """
 
     planes: int
@@ -47,21 +51,22 @@ class Bottleneck(nn.Module):
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool, frozen: bool = False) -> jax.Array:
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        bn_train = train and not frozen
         out = _conv(self.planes, 1, 1, "conv1", **kw)(x)
-        out = nn.relu(batch_norm(train, name="bn1", **kw)(out))
+        out = nn.relu(batch_norm(bn_train, name="bn1", **kw)(out))
         if self.attention is None:
             out = _conv(self.planes, 3, self.strides, "conv2", **kw)(out)
         else:
             out = StRAttention(stride=self.strides, name="stra", **self.attention, **kw)(out, train=train)
-        out = nn.relu(batch_norm(train, name="bn2", **kw)(out))
+        out = nn.relu(batch_norm(bn_train, name="bn2", **kw)(out))
         out = _conv(self.planes * 4, 1, 1, "conv3", **kw)(out)
-        out = batch_norm(train, name="bn3", **kw)(out)
+        out = batch_norm(bn_train, name="bn3", **kw)(out)
         shortcut = x
         if self.downsample:
             shortcut = _conv(self.planes * 4, 1, self.strides, "downsample_conv", **kw)(x)
-            shortcut = batch_norm(train, name="downsample_bn", **kw)(shortcut)
+            shortcut = batch_norm(bn_train, name="downsample_bn", **kw)(shortcut)
         return nn.relu(out + shortcut)
 
 
@@ -71,6 +76,10 @@ class ResNet(nn.Module):
     Returns a dict: ``features`` (B, 4*8*width) pooled trunk output, ``embedding``
     (B, embedding_dim or 4*8*width) and, if ``num_classes`` > 0, ``logits``.
     Outputs are float32 whatever ``dtype`` computes in.
+
+    ``frozen``: groups of pretrained layers ("stem", "layer1".."layer4") whose
+    BatchNorms stay in inference mode during ``train=True`` (the first epochs of
+    the ReID recipes); pair it with :func:`frozen_param_mask` for the optimiser.
     """
 
     num_classes: int = 0
@@ -101,13 +110,17 @@ class ResNet(nn.Module):
         super().__post_init__()
 
     @nn.compact
-    def __call__(self, images: jax.Array, *, train: bool) -> dict[str, jax.Array]:
+    def __call__(self, images: jax.Array, *, train: bool,
+                 frozen: Sequence[str] = ()) -> dict[str, jax.Array]:
         if images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"images shape {images.shape}: expected (batch, height, width, 3) NHWC")
+        unknown = sorted(set(frozen) - set(FREEZABLE))
+        if unknown:
+            raise ValueError(f"frozen={tuple(frozen)}: unknown group(s) {unknown}; expected some of {FREEZABLE}")
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = images.astype(self.dtype)
         x = _conv(self.width, 7, 2, "conv1", **kw)(x)
-        x = nn.relu(batch_norm(train, name="bn1", **kw)(x))
+        x = nn.relu(batch_norm(train and "stem" not in frozen, name="bn1", **kw)(x))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
 
         attention = dict(heads=self.heads, kernel_size=self.kernel_size, reduction=self.reduction,
@@ -126,7 +139,7 @@ class ResNet(nn.Module):
                     attention=attention if stage in self.stra_stages else None,
                     name=f"layer{stage + 1}_{block}",
                     **kw,
-                )(x, train=train)
+                )(x, train=train, frozen=f"layer{stage + 1}" in frozen)
 
         features = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(self.dtype)
         embedding = features
@@ -140,3 +153,16 @@ class ResNet(nn.Module):
             logits = nn.Dense(self.num_classes, kernel_init=linear_init, name="classifier", **kw)(embedding)
             out["logits"] = logits.astype(jnp.float32)
         return out
+
+
+def frozen_param_mask(params: Any, frozen: Sequence[str]) -> Any:
+    """Pytree of bools like ``params``: True for the pretrained parameters of the
+    ``frozen`` groups (the same ones whose BatchNorms ``ResNet(frozen=...)`` keeps
+    in inference mode); StRA modules and the head are never frozen."""
+    def is_frozen(path, _leaf) -> bool:
+        keys = [str(getattr(k, "key", k)) for k in path]
+        if keys[0] in ("conv1", "bn1"):
+            return "stem" in frozen
+        stage = keys[0].split("_")[0]
+        return stage in frozen and "stra" not in keys
+    return jax.tree_util.tree_map_with_path(is_frozen, params)

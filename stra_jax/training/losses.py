@@ -1,0 +1,147 @@
+"""Classification losses: (label-smoothed) cross-entropy, the identity loss with
+the attention-diversity term, and CosFace / ArcFace margin logits for faces.
+
+All arithmetic is float32 whatever the input dtype: bf16 logits would lose the
+small differences a softmax over thousands of identities depends on.
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+
+def _check_logits_labels(logits: jax.Array, labels: jax.Array, what: str = "logits") -> None:
+    if logits.ndim != 2:
+        raise ValueError(f"{what} must be (B, num_classes), got shape {logits.shape}")
+    if labels.shape != (logits.shape[0],):
+        raise ValueError(f"labels must have shape ({logits.shape[0]},) to match {what} {logits.shape}, got {labels.shape}")
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
+    """Per-sample cross-entropy with optional label smoothing.
+
+    Targets are ``(1 - eps) * onehot + eps / num_classes`` (torchreid's
+    ``CrossEntropyLoss(label_smooth=True)``; also ``F.cross_entropy(label_smoothing=eps)``).
+
+    Args:
+        logits: (B, C), any float dtype.
+        labels: (B,) integer class indices in [0, C).
+        label_smoothing: eps in [0, 1].
+
+    Returns:
+        (B,) float32 losses. An out-of-range label gives NaN for that sample,
+        so a label bug shows up under jit instead of silently training on the
+        smoothing term alone.
+    """
+    _check_logits_labels(logits, labels)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+    num_classes = logits.shape[1]
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    nll = -jnp.take_along_axis(logp, jnp.clip(labels, 0, num_classes - 1)[:, None], axis=-1)[:, 0]
+    # (1-eps) * nll + eps * mean_c(-logp): the smoothed-target sum, without building one-hots.
+    loss = (1.0 - label_smoothing) * nll - label_smoothing * jnp.mean(logp, axis=-1)
+    valid = (labels >= 0) & (labels < num_classes)
+    return jnp.where(valid, loss, jnp.nan)
+
+
+def identity_loss(
+    logits: jax.Array,
+    labels: jax.Array,
+    diversity: jax.Array | float,
+    *,
+    label_smoothing: float,
+    diversity_weight: float,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Mean cross-entropy plus the weighted attention-diversity regulariser.
+
+    Args:
+        logits: (B, C) identity logits.
+        labels: (B,) identity indices.
+        diversity: (B,) per-sample diversity penalty, or a scalar (0 when the
+            model sows none).
+        label_smoothing: eps of :func:`cross_entropy`.
+        diversity_weight: weight of ``mean(diversity)`` in the total.
+
+    Returns:
+        ``(total, metrics)``: float32 scalar ``mean CE + w * mean(diversity)``
+        and float32 scalars "loss", "ce", "diversity", "accuracy" (top-1).
+    """
+    diversity = jnp.asarray(diversity, jnp.float32)
+    if diversity.shape not in ((), (logits.shape[0],)):
+        raise ValueError(f"diversity must be a scalar or ({logits.shape[0]},), got {diversity.shape}")
+    ce = jnp.mean(cross_entropy(logits, labels, label_smoothing))
+    div = jnp.mean(diversity)
+    total = ce + jnp.float32(diversity_weight) * div
+    accuracy = jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32))
+    return total, {"loss": total, "ce": ce, "diversity": div, "accuracy": accuracy}
+
+
+def _cosines(embeddings: jax.Array, weights: jax.Array, labels: jax.Array) -> jax.Array:
+    """(B, D) x (D, C) -> (B, C) cosines between L2-normalised rows and columns."""
+    if embeddings.ndim != 2 or weights.ndim != 2 or embeddings.shape[1] != weights.shape[0]:
+        raise ValueError(f"need embeddings (B, D) and weights (D, C), got {embeddings.shape} and {weights.shape}")
+    e = embeddings.astype(jnp.float32)
+    w = weights.astype(jnp.float32)
+    # Same floor as torch's F.normalize (eps=1e-12), so zero vectors give 0, not NaN.
+    e = e * jax.lax.rsqrt(jnp.maximum(jnp.sum(e * e, axis=1, keepdims=True), 1e-24))
+    w = w * jax.lax.rsqrt(jnp.maximum(jnp.sum(w * w, axis=0, keepdims=True), 1e-24))
+    cos = jnp.dot(e, w, precision=jax.lax.Precision.HIGHEST)
+    _check_logits_labels(cos, labels, "cosines")
+    return jnp.clip(cos, -1.0, 1.0)
+
+
+def cosface_logits(
+    embeddings: jax.Array, weights: jax.Array, labels: jax.Array, s: float = 20.0, m: float = 0.2
+) -> jax.Array:
+    """CosFace (large-margin cosine) logits ``s * (cos - m * onehot)``.
+
+    Args:
+        embeddings: (B, D); normalised here, so raw features are fine.
+        weights: (D, C) class weights; columns normalised here.
+        labels: (B,) target classes.
+        s, m: scale and additive cosine margin.
+
+    Returns:
+        (B, C) float32 logits for :func:`cross_entropy`.
+    """
+    cos = _cosines(embeddings, weights, labels)
+    onehot = jax.nn.one_hot(labels, cos.shape[1], dtype=jnp.float32)
+    return s * (cos - m * onehot)
+
+
+def arcface_logits(
+    embeddings: jax.Array, weights: jax.Array, labels: jax.Array, s: float = 20.0, m: float = 0.15
+) -> jax.Array:
+    """ArcFace (additive angular margin) logits, insightface's convention.
+
+    Target class: ``cos(theta + m)`` while ``cos(theta) > cos(pi - m)``, i.e.
+    while ``theta + m < pi`` keeps the logit decreasing in theta; beyond it
+    (insightface's non-easy-margin fallback) ``cos(theta) - m * sin(m)``
+    (``sin(pi - m) * m``). Other classes keep ``cos(theta)``. Everything is
+    scaled by ``s``.
+
+    Args:
+        embeddings: (B, D); normalised here.
+        weights: (D, C) class weights; columns normalised here.
+        labels: (B,) target classes.
+        s, m: scale and angular margin (radians).
+
+    Returns:
+        (B, C) float32 logits for :func:`cross_entropy`.
+    """
+    cos = _cosines(embeddings, weights, labels)
+    onehot = jax.nn.one_hot(labels, cos.shape[1], dtype=jnp.float32)
+    target = jnp.sum(cos * onehot, axis=1)
+    sin_sq = 1.0 - target * target
+    # Double where: sqrt'(0) is infinite, and |cos| = 1 happens for aligned vectors.
+    positive = sin_sq > 0
+    sin = jnp.where(positive, jnp.sqrt(jnp.where(positive, sin_sq, 1.0)), 0.0)
+    with_margin = target * math.cos(m) - sin * math.sin(m)
+    fallback = target - math.sin(math.pi - m) * m
+    new_target = jnp.where(target > math.cos(math.pi - m), with_margin, fallback)
+    return s * jnp.where(onehot > 0, new_target[:, None], cos)

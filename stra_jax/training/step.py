@@ -1,0 +1,53 @@
+"""The jitted train step (state donated) for identity classification + L_d."""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import jax
+import optax
+from jax.sharding import Mesh
+
+from stra_jax.layers import total_diversity_loss
+from stra_jax.training.losses import identity_loss
+from stra_jax.training.mesh import batch_sharding, replicated
+from stra_jax.training.state import TrainState
+
+
+def make_train_step(
+    model: Any,
+    tx: optax.GradientTransformation,
+    schedule: Callable[[jax.Array], jax.Array],
+    mesh: Mesh,
+    *,
+    frozen: Sequence[str] = (),
+    label_smoothing: float = 0.0,
+    diversity_weight: float = 1.0,
+) -> Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]:
+    """One optimiser step on a global batch {"images" (B, H, W, 3), "labels" (B,)}
+    sharded over the mesh's 'data' axis; the state is replicated and donated.
+
+    ``frozen``: model groups whose BatchNorms stay in inference mode (the
+    optimiser freezes their parameters; see ``optim.make_optimizer``). The loop
+    builds one step with and one without, and switches when freezing ends.
+    """
+    frozen = tuple(frozen)
+
+    def step(state: TrainState, batch: dict[str, jax.Array]):
+        def loss_fn(params):
+            out, new_vars = model.apply({"params": params, "batch_stats": state.batch_stats}, batch["images"],
+                                        train=True, frozen=frozen, mutable=["batch_stats", "losses"])
+            diversity = total_diversity_loss(new_vars.get("losses", {}))
+            loss, metrics = identity_loss(out["logits"], batch["labels"], diversity,
+                                          label_smoothing=label_smoothing, diversity_weight=diversity_weight)
+            return loss, (metrics, new_vars["batch_stats"])
+
+        (_, (metrics, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = dict(metrics, grad_norm=optax.global_norm(grads), lr=schedule(state.step))
+        new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                                  opt_state=opt_state)
+        return new_state, metrics
+
+    return jax.jit(step, in_shardings=(replicated(mesh), batch_sharding(mesh)),
+                   out_shardings=(replicated(mesh), replicated(mesh)), donate_argnums=(0,))

@@ -1,0 +1,158 @@
+"""Training system: multi-device equality, frozen epochs, checkpoints, exact resume."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from stra_jax.models import create_model, frozen_param_mask, init_variables
+from stra_jax.training import checkpoint
+from stra_jax.training.loop import NonFiniteLoss, _flush
+from stra_jax.training.mesh import host_batch_to_global, make_mesh, replicated
+from stra_jax.training.optim import make_optimizer, step_decay_schedule
+from stra_jax.training.state import TrainState
+from stra_jax.training.step import make_train_step
+from tests.helpers import REPO, run_multidevice
+
+NARROW = dict(width=8, stage_sizes=(1, 1, 1, 2), num_classes=5)
+FROZEN = ("stem", "layer1", "layer2", "layer3", "layer4")
+
+
+def _batch(n=8, seed=0):
+    rng = np.random.default_rng(seed)
+    return {"images": rng.standard_normal((n, 64, 32, 3)).astype(np.float32),
+            "labels": rng.integers(0, 5, n).astype(np.int32)}
+
+
+def _setup(frozen_steps=0, optimizer="adam"):
+    model = create_model("stra_resnet50", **NARROW)
+    variables = init_variables(model, jax.random.key(0))
+    schedule = step_decay_schedule(1e-3, 10, decay_every_epochs=5, gamma=0.1)
+    mask = frozen_param_mask(variables["params"], FROZEN) if frozen_steps else None
+    tx = make_optimizer(optimizer, schedule, weight_decay=5e-4, frozen_mask=mask, frozen_steps=frozen_steps)
+    return model, variables, schedule, tx
+
+
+def test_frozen_phase_keeps_pretrained_parameters_and_statistics():
+    model, variables, schedule, tx = _setup(frozen_steps=2)
+    mesh = make_mesh(jax.devices()[:1])
+    step = make_train_step(model, tx, schedule, mesh, frozen=FROZEN)
+    state = jax.device_put(TrainState.create(variables, tx), replicated(mesh))
+    before = jax.device_get(state)
+    state, metrics = step(state, host_batch_to_global(_batch(), mesh))
+    after = jax.device_get(state)
+    assert np.isfinite(metrics["loss"])
+    mask = frozen_param_mask(before.params, FROZEN)
+    moved = jax.tree.map(lambda a, b: not np.array_equal(a, b), before.params, after.params)
+    for frozen, changed in zip(jax.tree.leaves(mask), jax.tree.leaves(moved)):
+        assert changed != frozen  # frozen: unchanged; open (StRA modules, head): updated
+    bs_b, bs_a = before.batch_stats, after.batch_stats
+    np.testing.assert_array_equal(bs_a["layer2_0"]["bn1"]["mean"], bs_b["layer2_0"]["bn1"]["mean"])
+    np.testing.assert_array_equal(bs_a["layer4_0"]["bn2"]["var"], bs_b["layer4_0"]["bn2"]["var"])
+    assert not np.array_equal(bs_a["layer4_0"]["stra"]["local"]["logit_bn1"]["mean"],
+                              bs_b["layer4_0"]["stra"]["local"]["logit_bn1"]["mean"])
+    assert not np.array_equal(bs_a["embed_bn"]["mean"], bs_b["embed_bn"]["mean"])
+
+
+MULTI = r"""
+import jax, numpy as np
+from tests.test_training import _setup, _batch
+from stra_jax.training.mesh import host_batch_to_global, make_mesh, replicated
+from stra_jax.training.state import TrainState
+from stra_jax.training.step import make_train_step
+assert jax.device_count() == 8
+# SGD: the update is linear in the gradient, so a different summation order
+# (per-device partial sums) can only move parameters by rounding. (Adam's first
+# steps are ~lr * sign(g) and flip on near-zero gradients.)
+results = []
+for devices in (jax.devices()[:1], jax.devices()):
+    model, variables, schedule, tx = _setup(optimizer="sgd")
+    mesh = make_mesh(devices)
+    step = make_train_step(model, tx, schedule, mesh)
+    state = jax.device_put(TrainState.create(variables, tx), replicated(mesh))
+    state, metrics = step(state, host_batch_to_global(_batch(16), mesh))
+    results.append(jax.device_get((state.params, state.batch_stats, metrics["loss"])))
+for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1])):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+print("OK")
+"""
+
+
+def test_one_device_and_eight_devices_train_the_same():
+    assert "OK" in run_multidevice(MULTI)
+
+
+def test_checkpoint_of_another_architecture_is_refused(tmp_path):
+    model, variables, _, tx = _setup()
+    state = TrainState.create(variables, tx)
+    manager = checkpoint.make_manager(tmp_path)
+    meta = {"arch": "stra_resnet50", "model_kwargs": NARROW}
+    checkpoint.save(manager, state, meta)
+    abstract = jax.eval_shape(lambda: state)
+    restored, _ = checkpoint.restore_latest(manager, abstract, meta)
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored.params), jax.device_get(state.params))
+    with pytest.raises(ValueError, match="checkpoint holds arch='stra_resnet50'.*nothing was overwritten"):
+        checkpoint.restore_latest(manager, abstract, dict(meta, arch="resnet50"))
+
+
+def test_non_finite_loss_names_the_step():
+    pending = [(7, {"loss": jnp.float32(1.0), "lr": 1.0}), (8, {"loss": jnp.float32(np.nan), "lr": 1.0})]
+    with pytest.raises(NonFiniteLoss, match="non-finite loss nan at step 8"):
+        _flush(pending, None, 8, 10, time.perf_counter(), 0, 8)
+
+
+def test_unknown_config_key_is_named():
+    proc = subprocess.run([sys.executable, "train.py", "--config", "configs/reid_synthetic.py:smoke",
+                           "--workdir", "/tmp/unused", "--config.train.lrr=0.1"],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode != 0 and "lrr" in proc.stderr
+
+
+def _train_cmd(workdir, *extra):
+    return [sys.executable, "train.py", "--config", "configs/reid_synthetic.py:smoke", "--workdir", str(workdir),
+            "--config.train.frozen_epochs=0", "--config.train.checkpoint_every_steps=2",
+            "--config.train.eval_every_epochs=100", *extra]
+
+
+def _final_params(workdir):
+    manager = checkpoint.make_manager(workdir)
+    step = manager.latest_step()
+    return step, manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+
+
+def test_killed_run_resumes_exactly(tmp_path):
+    data = tmp_path / "data"
+    common = [f"--config.dataset.root={data}"]
+    straight = subprocess.run(_train_cmd(tmp_path / "straight", *common), capture_output=True, text=True, cwd=REPO)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    assert "final: mAP" in straight.stdout
+    assert json.loads((tmp_path / "straight" / "final_metrics.json").read_text())["mAP"] > 0
+
+    # Start the same run, kill it (SIGKILL: no clean-up) once a mid-run checkpoint exists.
+    workdir = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(workdir, *common), cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (workdir / "checkpoints" / "2").is_dir():
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps and steps[-1] < 8, steps
+    resumed = subprocess.run(_train_cmd(workdir, *common), capture_output=True, text=True, cwd=REPO)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed from step {steps[-1]}" in resumed.stdout
+
+    step_a, a = _final_params(tmp_path / "straight")
+    step_b, b = _final_params(workdir)
+    assert step_a == step_b == 8
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

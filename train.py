@@ -1,0 +1,44 @@
+"""Train (and evaluate) a ReID model.
+
+    python train.py --config configs/reid_synthetic.py --workdir runs/synthetic
+    python train.py --config configs/reid_market.py:authors --workdir runs/market \\
+        --config.dataset.root=/data/market1501 --config.init_from=resnet50-19c8e357.pth
+
+Rerunning the same command resumes from the workdir's latest checkpoint. On a
+multi-host TPU/GPU cluster set ``--distributed`` (calls
+``jax.distributed.initialize()``); the global batch is sharded over all devices.
+"""
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<exp>.py[:variant]", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "checkpoints, logs and the resolved config go here")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() (multi-host)")
+
+
+def main(argv) -> None:
+    del argv
+    if _CONFIG.value is None or _WORKDIR.value is None:
+        raise app.UsageError("--config and --workdir are required")
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    import jax
+
+    if _DISTRIBUTED.value:
+        jax.distributed.initialize()
+    from stra_jax.training.loop import NonFiniteLoss, train_and_evaluate
+
+    try:
+        metrics = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except (ValueError, FileNotFoundError, FileExistsError, NonFiniteLoss) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    if metrics:
+        print("final: " + "  ".join(f"{k} {100 * v:.1f}" for k, v in metrics.items()))
+
+
+if __name__ == "__main__":
+    app.run(main)
