@@ -41,4 +41,6 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from stra_jax.tools.cli import parse_flags_or_exit
+
+    app.run(main, flags_parser=parse_flags_or_exit)

@@ -43,6 +43,7 @@ def reid_train_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(
         epochs=90,
         batch_size=32,            # global, over all devices and hosts
+        accum_steps=1,            # >1: split each batch into micro-batches (gradient accumulation)
         optimizer="adam",
         lr=3e-4,
         b1=0.9,

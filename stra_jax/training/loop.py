@@ -117,7 +117,11 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, float]:
     state = jax.device_put(state, replicated(mesh))
     _write_json(workdir / "config.json", config.to_dict())
 
-    step_kw = dict(label_smoothing=cfg.label_smoothing, diversity_weight=cfg.diversity_weight)
+    if cfg.batch_size % (cfg.accum_steps * mesh.devices.size):
+        raise ValueError(f"train.batch_size={cfg.batch_size} must divide into accum_steps={cfg.accum_steps} "
+                         f"micro-batches over {mesh.devices.size} devices")
+    step_kw = dict(label_smoothing=cfg.label_smoothing, diversity_weight=cfg.diversity_weight,
+                   accum_steps=cfg.accum_steps)
     open_step = make_train_step(model, tx, schedule, mesh, **step_kw)
     frozen_step = make_train_step(model, tx, schedule, mesh, frozen=frozen_groups, **step_kw)
     augmentation = Augment(**config.input.augment.to_dict())

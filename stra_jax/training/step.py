@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
@@ -22,6 +23,7 @@ def make_train_step(
     frozen: Sequence[str] = (),
     label_smoothing: float = 0.0,
     diversity_weight: float = 1.0,
+    accum_steps: int = 1,
 ) -> Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]:
     """One optimiser step on a global batch {"images" (B, H, W, 3), "labels" (B,)}
     sharded over the mesh's 'data' axis; the state is replicated and donated.
@@ -29,19 +31,46 @@ def make_train_step(
     ``frozen``: model groups whose BatchNorms stay in inference mode (the
     optimiser freezes their parameters; see ``optim.make_optimizer``). The loop
     builds one step with and one without, and switches when freezing ends.
+
+    ``accum_steps`` > 1: gradient accumulation for small devices. The global
+    batch is split into that many micro-batches (micro-batch j = examples j,
+    j+k, j+2k, ..., so each stays spread over all devices); gradients are
+    averaged, BatchNorm statistics updated once per micro-batch, and the
+    optimiser steps once.
     """
     frozen = tuple(frozen)
+    if accum_steps < 1:
+        raise ValueError(f"accum_steps={accum_steps}: expected a positive integer")
 
-    def step(state: TrainState, batch: dict[str, jax.Array]):
-        def loss_fn(params):
-            out, new_vars = model.apply({"params": params, "batch_stats": state.batch_stats}, batch["images"],
+    def grads_of(params, batch_stats, batch):
+        def loss_fn(p):
+            out, new_vars = model.apply({"params": p, "batch_stats": batch_stats}, batch["images"],
                                         train=True, frozen=frozen, mutable=["batch_stats", "losses"])
             diversity = total_diversity_loss(new_vars.get("losses", {}))
             loss, metrics = identity_loss(out["logits"], batch["labels"], diversity,
                                           label_smoothing=label_smoothing, diversity_weight=diversity_weight)
             return loss, (metrics, new_vars["batch_stats"])
 
-        (_, (metrics, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        (_, (metrics, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        return grads, metrics, new_stats
+
+    def accumulated(params, batch_stats, batch):
+        micro = jax.tree.map(
+            lambda x: jnp.swapaxes(x.reshape(x.shape[0] // accum_steps, accum_steps, *x.shape[1:]), 0, 1), batch)
+
+        def body(carry, mb):
+            total, stats = carry
+            grads, metrics, stats = grads_of(params, stats, mb)
+            return (jax.tree.map(jnp.add, total, grads), stats), metrics
+
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        (total, stats), metrics = jax.lax.scan(body, (zeros, batch_stats), micro)
+        grads = jax.tree.map(lambda g: g / accum_steps, total)
+        return grads, jax.tree.map(jnp.mean, metrics), stats
+
+    def step(state: TrainState, batch: dict[str, jax.Array]):
+        compute = grads_of if accum_steps == 1 else accumulated
+        grads, metrics, batch_stats = compute(state.params, state.batch_stats, batch)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = dict(metrics, grad_norm=optax.global_norm(grads), lr=schedule(state.step))
