@@ -116,9 +116,9 @@ def test_unknown_config_key_is_named():
     assert proc.returncode == 2 and "Did you mean \"lr\"" in proc.stderr, proc.stderr
 
 
-def _train_cmd(workdir, *extra):
+def _train_cmd(workdir, *extra, checkpoint_every_steps=2):
     return [sys.executable, "train.py", "--config", "configs/reid_synthetic.py:smoke", "--workdir", str(workdir),
-            "--config.train.frozen_epochs=0", "--config.train.checkpoint_every_steps=2",
+            "--config.train.frozen_epochs=0", f"--config.train.checkpoint_every_steps={checkpoint_every_steps}",
             "--config.train.eval_every_epochs=100", *extra]
 
 
@@ -174,3 +174,14 @@ def test_gradient_accumulation_equals_the_full_batch_gradient():
         results.append(jax.device_get(state.params))
     for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1])):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_non_finite_loss_stops_the_run_keeping_the_last_good_checkpoint(tmp_path):
+    # lr 1e38: the first Adam step sends weights to ~1e38, the next forward overflows.
+    cmd = _train_cmd(tmp_path / "nan", f"--config.dataset.root={tmp_path / 'data'}", "--config.train.lr=1e38",
+                     checkpoint_every_steps=1)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "non-finite loss" in proc.stderr and "at step 2" in proc.stderr, proc.stderr[-2000:]
+    saved = sorted(int(p.name) for p in (tmp_path / "nan" / "checkpoints").iterdir() if p.name.isdigit())
+    assert saved == [1]

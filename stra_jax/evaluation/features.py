@@ -5,6 +5,7 @@ from typing import Any, Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from stra_jax.data.pipeline import eval_dataset
 from stra_jax.training.mesh import batch_sharding, check_batch_divisible, make_mesh, replicated
@@ -21,17 +22,21 @@ def extract_features(
     output: str = "embedding",
     mesh: jax.sharding.Mesh | None = None,
 ) -> np.ndarray:
-    """(N, D) float32 features of the images at ``paths``, in order.
+    """(N, D) float32 features of the images at ``paths``, in order, on every host.
 
     ``flip=True`` averages the features of each image and its mirror image.
     ``output`` picks the model output ("embedding" or "features").
-    ``batch_size`` must divide evenly over the mesh's devices.
+    ``batch_size`` (global) must divide evenly over the mesh's devices. With
+    several processes each one decodes only its slice of every batch.
     """
     mesh = make_mesh(jax.local_devices()) if mesh is None else mesh
     check_batch_divisible(batch_size, mesh)
     in_sharding = batch_sharding(mesh)
     variables = jax.device_put({"params": variables["params"], "batch_stats": variables["batch_stats"]},
                                replicated(mesh))
+    hosts = len({d.process_index for d in mesh.devices.flat})
+    host = jax.process_index() if hosts > 1 else 0
+    local = batch_size // hosts
 
     @jax.jit
     def forward(v, images):
@@ -40,9 +45,14 @@ def extract_features(
             feats = (feats + model.apply(v, images[:, :, ::-1], train=False)[output]) / 2
         return feats
 
+    # Host p reads rows p*local .. (p+1)*local of each padded global batch.
+    padded = -(-len(paths) // batch_size) * batch_size
+    order = np.arange(padded).reshape(-1, hosts, local)[:, host].ravel()
+    mine = [paths[min(i, len(paths) - 1)] for i in order]
     chunks = []
-    for batch in eval_dataset(paths, batch_size=batch_size, image_size=image_size).as_numpy_iterator():
-        images = jax.device_put(batch["images"], in_sharding)
-        feats = np.asarray(forward(variables, images))
-        chunks.append(feats[batch["valid"]])
-    return np.concatenate(chunks, axis=0).astype(np.float32)
+    for batch in eval_dataset(mine, batch_size=local, image_size=image_size).as_numpy_iterator():
+        images = jax.make_array_from_process_local_data(in_sharding, batch["images"])
+        feats = forward(variables, images)
+        chunks.append(np.asarray(multihost_utils.process_allgather(feats, tiled=True)) if hosts > 1
+                      else np.asarray(feats))
+    return np.concatenate(chunks, axis=0)[: len(paths)].astype(np.float32)

@@ -142,10 +142,12 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, float]:
                 state, metrics = fn(state, host_batch_to_global(batch, mesh))
                 step += 1
                 pending.append((step, metrics))
-                if step % cfg.log_every == 0 or step % per_epoch == 0:
-                    _flush(pending, writer, step, total_steps, start_time, start_step, cfg.batch_size)
                 mid_epoch = step % per_epoch != 0  # epoch ends are saved below, with metrics
-                if cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0 and mid_epoch:
+                save_now = bool(cfg.checkpoint_every_steps) and step % cfg.checkpoint_every_steps == 0
+                # Flush (which checks the loss is finite) before any save: no NaN state is saved.
+                if step % cfg.log_every == 0 or not mid_epoch or save_now:
+                    _flush(pending, writer, step, total_steps, start_time, start_step, cfg.batch_size)
+                if save_now and mid_epoch:
                     checkpoint.save(manager, state, dict(meta, step=step))
             epoch_done = step // per_epoch
             if epoch_done % cfg.eval_every_epochs == 0 or step == total_steps:

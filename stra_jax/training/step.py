@@ -73,7 +73,7 @@ def make_train_step(
         grads, metrics, batch_stats = compute(state.params, state.batch_stats, batch)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = dict(metrics, grad_norm=optax.global_norm(grads), lr=schedule(state.step))
+        metrics = dict(metrics, grad_norm=optax.tree.norm(grads), lr=schedule(state.step))
         new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                                   opt_state=opt_state)
         return new_state, metrics
