@@ -185,3 +185,13 @@ def test_non_finite_loss_stops_the_run_keeping_the_last_good_checkpoint(tmp_path
     assert "non-finite loss" in proc.stderr and "at step 2" in proc.stderr, proc.stderr[-2000:]
     saved = sorted(int(p.name) for p in (tmp_path / "nan" / "checkpoints").iterdir() if p.name.isdigit())
     assert saved == [1]
+
+
+def test_manager_keeps_the_last_n_and_the_best_by_map(tmp_path):
+    tx = make_optimizer("sgd", step_decay_schedule(0.1, 1, decay_every_epochs=1, gamma=1.0), weight_decay=0.0)
+    state = TrainState.create({"params": {"w": jnp.ones(3)}, "batch_stats": {}}, tx)
+    manager = checkpoint.make_manager(tmp_path, keep_last=2)
+    for step, m_ap in zip(range(1, 6), (0.5, 0.9, 0.3, 0.4, 0.2)):
+        state = state.replace(step=jnp.asarray(step, jnp.int32))
+        checkpoint.save(manager, state, {"arch": "x", "model_kwargs": {}}, metrics={"mAP": m_ap})
+    assert sorted(manager.all_steps()) == [2, 4, 5]  # the best (mAP 0.9) and the last two
