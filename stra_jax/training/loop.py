@@ -90,6 +90,9 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, float]:
     print(dataset.summary())
 
     mesh = make_mesh()
+    if cfg.batch_size % (cfg.accum_steps * mesh.devices.size):
+        raise ValueError(f"train.batch_size={cfg.batch_size} must divide into accum_steps={cfg.accum_steps} "
+                         f"micro-batches over {mesh.devices.size} devices")
     num_classes = dataset.num_train_pids
     model_kwargs = dict(config.model.kwargs, num_classes=num_classes)
     model = create_model(config.model.name, **model_kwargs)
@@ -117,9 +120,6 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, float]:
     state = jax.device_put(state, replicated(mesh))
     _write_json(workdir / "config.json", config.to_dict())
 
-    if cfg.batch_size % (cfg.accum_steps * mesh.devices.size):
-        raise ValueError(f"train.batch_size={cfg.batch_size} must divide into accum_steps={cfg.accum_steps} "
-                         f"micro-batches over {mesh.devices.size} devices")
     step_kw = dict(label_smoothing=cfg.label_smoothing, diversity_weight=cfg.diversity_weight,
                    accum_steps=cfg.accum_steps)
     open_step = make_train_step(model, tx, schedule, mesh, **step_kw)
