@@ -71,13 +71,14 @@ def test_eval_cli_on_synthetic_and_extract_tool(synthetic, tiny_model_dir, tmp_p
     assert np.load(feats).shape == (len(names), 512) and len(names) == len(ds.query)
 
 
-SHARDED = "import jax, numpy as np\nfrom stra_jax.models import create_model, init_variables\nfrom stra_jax.evaluation.features import extract_features\nfrom stra_jax.training.mesh import make_mesh\n"
-
-
 def test_sharded_extraction_matches_single_device(synthetic):
     _, ds = synthetic
     paths = [r.path for r in ds.query][:12]
-    script = SHARDED + f"""
+    script = f"""
+import jax, numpy as np
+from stra_jax.evaluation.features import extract_features
+from stra_jax.models import create_model, init_variables
+from stra_jax.training.mesh import make_mesh
 paths = {paths!r}
 model = create_model("stra_resnet50", width=8, stage_sizes=(1, 1, 1, 1))
 variables = init_variables(model, jax.random.key(0))
