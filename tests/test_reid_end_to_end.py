@@ -11,7 +11,6 @@ import pytest
 
 from configs import reid_synthetic
 from stra_jax.data.reid import prepare_dataset
-from stra_jax.evaluation.features import extract_features
 from stra_jax.evaluation.reid import evaluate
 from stra_jax.models import create_model, init_variables, save_model
 from tests.helpers import REPO, run_multidevice
