@@ -1,12 +1,14 @@
-"""Train (and evaluate) a ReID model.
+"""Train (and evaluate) a model on a task (ReID by default; see ``config.task``).
 
     python train.py --config configs/reid_synthetic.py --workdir runs/synthetic
     python train.py --config configs/reid_market.py:authors --workdir runs/market \\
         --config.dataset.root=/data/market1501 --config.init_from=resnet50-19c8e357.pth
 
-Rerunning the same command resumes from the workdir's latest checkpoint. On a
-multi-host TPU/GPU cluster set ``--distributed`` (calls
-``jax.distributed.initialize()``); the global batch is sharded over all devices.
+Rerunning the same command resumes from the workdir's latest checkpoint. The
+workdir keeps evaluable model directories (``model_best``, ``model_last``):
+``python eval.py --config ... --checkpoint WORKDIR``. On a multi-host TPU/GPU
+cluster set ``--distributed`` (calls ``jax.distributed.initialize()``); the
+global batch is sharded over all devices.
 """
 from __future__ import annotations
 
@@ -32,12 +34,10 @@ def main(argv) -> None:
     from stra_jax.training.loop import NonFiniteLoss, train_and_evaluate
 
     try:
-        metrics = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+        train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     except (ValueError, FileNotFoundError, FileExistsError, NonFiniteLoss) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
-    if metrics:
-        print("final: " + "  ".join(f"{k} {100 * v:.1f}" for k, v in metrics.items()))
 
 
 if __name__ == "__main__":

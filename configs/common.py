@@ -22,8 +22,10 @@ def parse_variants(arg: str | None, known: tuple[str, ...]) -> set[str]:
 
 
 def reid_eval_config() -> ml_collections.ConfigDict:
-    """Test-time settings of the ReID protocol the field reports with."""
+    """Test-time settings of the ReID protocol the field reports with: one
+    ``config.evals`` entry (``stra_jax.evaluation.reid_retrieval``)."""
     return ml_collections.ConfigDict(dict(
+        type="reid_retrieval",
         image_size=(256, 128),
         batch_size=128,        # must divide over the devices
         output="embedding",    # model output used as the feature
@@ -61,6 +63,7 @@ def reid_train_config() -> ml_collections.ConfigDict:
         checkpoint_every_epochs=1,
         checkpoint_every_steps=0,  # 0: only at epoch ends
         keep_checkpoints=3,
+        best_metric="reid/mAP",   # keeps the best checkpoint and WORKDIR/model_best
     ))
 
 
@@ -69,7 +72,7 @@ def apply_authors_recipe(config: ml_collections.ConfigDict, frozen_epochs: int =
     t = config.train
     t.update(epochs=100, b2=0.99, lr_decay_every=20, lr_gamma=0.1, label_smoothing=0.1,
              frozen_epochs=frozen_epochs, frozen_groups=("stem", "layer1", "layer2", "layer3"))
-    config.eval.update(normalize=True, metric="sqeuclidean")
+    config.evals.reid.update(normalize=True, metric="sqeuclidean")
 
 
 def apply_ablation(config: ml_collections.ConfigDict, name: str) -> None:
@@ -89,6 +92,7 @@ def reid_config(dataset: str, root: str, arg: str | None = None,
                 known: tuple[str, ...] = REID_VARIANTS + ABLATIONS) -> ml_collections.ConfigDict:
     variants = parse_variants(arg, known)
     config = ml_collections.ConfigDict()
+    config.task = "reid"  # stra_jax.tasks: data, loss and evaluators
     config.seed = 0
     config.init_from = ""  # .pth/.safetensors (e.g. torchvision ImageNet ResNet-50) or a model dir
     config.dataset = ml_collections.ConfigDict(dict(name=dataset, root=root))
@@ -98,7 +102,7 @@ def reid_config(dataset: str, root: str, arg: str | None = None,
         augment=dict(flip=True, pad=10, erase_prob=0.5, erase_area=(0.02, 0.4), erase_aspect=(0.3, 3.3),
                      erase_tries=10)))
     config.train = reid_train_config()
-    config.eval = reid_eval_config()
+    config.evals = ml_collections.ConfigDict({"reid": reid_eval_config()})
     if "authors" in variants:
         apply_authors_recipe(config)
     for name in sorted(variants & set(ABLATIONS)):
@@ -106,7 +110,6 @@ def reid_config(dataset: str, root: str, arg: str | None = None,
     if "smoke" in variants:
         config.model.kwargs = dict(config.model.kwargs, width=8, stage_sizes=(1, 1, 1, 2))
         config.input.image_size = (64, 32)
-        config.eval.image_size = (64, 32)
-        config.eval.batch_size = 16
+        config.evals.reid.update(image_size=(64, 32), batch_size=16)
         config.train.update(epochs=2, batch_size=8, frozen_epochs=1, log_every=2, eval_every_epochs=1)
     return config

@@ -24,7 +24,7 @@ def get_config(arg: str | None = None):
         return config
     config.model.kwargs = dict(width=16, stage_sizes=(1, 1, 2, 3))
     config.input.image_size = (128, 64)
-    config.eval.update(image_size=(128, 64), batch_size=32)
+    config.evals.reid.update(image_size=(128, 64), batch_size=32)
     config.train.update(epochs=60, batch_size=32, lr=1e-3, lr_decay_every=40, lr_gamma=0.1,
                         frozen_epochs=0, log_every=20, eval_every_epochs=20)
     return config

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stra_jax.models import abstract_variables, create_model, init_variables
+from stra_jax.models import ResNet, abstract_variables, create_model, init_variables
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +202,10 @@ def from_torch_state_dict(
     attention and the head).
     """
     model = create_model(arch, num_classes=num_classes, **model_kwargs)
+    if not isinstance(model, ResNet):
+        raise ValueError(f"arch={arch!r} is a {type(model).__name__}; this importer maps PyTorch names of the "
+                         "ResNet family only (resnet50, stra_resnet50). Another family needs its own name "
+                         "mapping (see CONTRIBUTING.md)")
     # strict: every leaf is replaced or the load fails, so shapes suffice (no compile).
     template = abstract_variables(model) if strict else init_variables(model, jax.random.key(0))
     variables, report = load_state_dict(template, state_dict, strict=strict)

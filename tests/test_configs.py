@@ -15,7 +15,7 @@ def test_default_and_smoke_load(name):
     module = importlib.import_module(f"configs.{name}")
     for arg in (None, "smoke"):
         config = module.get_config(arg)
-        assert config.train.batch_size > 0 and config.eval.metric in ("euclidean", "sqeuclidean", "cosine")
+        assert config.train.batch_size > 0 and config.evals.reid.metric in ("euclidean", "sqeuclidean", "cosine")
 
 
 def test_paper_and_authors_recipes():
@@ -25,7 +25,7 @@ def test_paper_and_authors_recipes():
     assert (paper.train.lr_gamma, paper.train.label_smoothing, paper.train.epochs) == (0.2, 0.0, 90)
     assert "layer4" in paper.train.frozen_groups
     assert (authors.train.lr_gamma, authors.train.label_smoothing, authors.train.epochs) == (0.1, 0.1, 100)
-    assert "layer4" not in authors.train.frozen_groups and authors.eval.normalize
+    assert "layer4" not in authors.train.frozen_groups and authors.evals.reid.normalize
     assert reid_duke.get_config("authors").train.frozen_epochs == 10
     assert reid_cuhk03.get_config("labeled").dataset.name == "cuhk03_labeled"
     assert reid_cuhk03.get_config(None).dataset.name == "cuhk03_detected"

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stra_jax.training.losses import arcface_logits, cosface_logits, cross_entropy, identity_loss
+from stra_jax.losses import arcface_logits, cosface_logits, cross_entropy, identity_loss
 
 RNG = np.random.default_rng
 

@@ -13,9 +13,10 @@ from PIL import Image
 
 from stra_jax.evaluation.features import extract_features
 from stra_jax.models import create_model, init_variables
-from stra_jax.training.mesh import host_batch_to_global, make_mesh, replicated
+from stra_jax.sharding import host_batch_to_global, make_mesh, replicated
 from stra_jax.training.state import TrainState
 from stra_jax.training.step import make_train_step
+from stra_jax.losses import identity_objective
 from tests.helpers import REPO
 from tests.test_training import _batch, _setup
 
@@ -29,13 +30,14 @@ import numpy as np
 from tests.test_training import _setup, _batch
 from stra_jax.evaluation.features import extract_features
 from stra_jax.models import create_model, init_variables
-from stra_jax.training.mesh import host_batch_to_global, make_mesh, replicated
+from stra_jax.sharding import host_batch_to_global, make_mesh, replicated
 from stra_jax.training.state import TrainState
 from stra_jax.training.step import make_train_step
+from stra_jax.losses import identity_objective
 assert jax.process_count() == 2 and jax.device_count() == 8
 model, variables, schedule, tx = _setup(optimizer="sgd")
 mesh = make_mesh()
-step = make_train_step(model, tx, schedule, mesh)
+step = make_train_step(model, tx, schedule, mesh, identity_objective())
 state = jax.device_put(TrainState.create(variables, tx), replicated(mesh))
 full = _batch(16)
 local = {k: v[pid * 8:(pid + 1) * 8] for k, v in full.items()}  # this host's slice of the global batch
@@ -72,7 +74,7 @@ def test_two_processes_match_one(tmp_path):
 
     model, variables, schedule, tx = _setup(optimizer="sgd")
     mesh = make_mesh(jax.devices()[:1])
-    step = make_train_step(model, tx, schedule, mesh)
+    step = make_train_step(model, tx, schedule, mesh, identity_objective())
     state = jax.device_put(TrainState.create(variables, tx), replicated(mesh))
     state, _ = step(state, host_batch_to_global(_batch(16), mesh))
     expected = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state.params))]

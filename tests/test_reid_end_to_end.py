@@ -54,7 +54,7 @@ def test_eval_cli_on_synthetic_and_extract_tool(synthetic, tiny_model_dir, tmp_p
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "mAP" in proc.stdout and "R-1" in proc.stdout
     metrics = json.loads(out_json.read_text())["metrics"]
-    assert 0.0 <= metrics["mAP"] <= 1.0 and len(metrics["cmc"]) >= 20
+    assert 0.0 <= metrics["reid/mAP"] <= 1.0 and len(metrics["reid/cmc"]) >= 20
 
     bad = subprocess.run(cmd[:4] + ["--checkpoint", str(tmp_path / "none"), f"--config.dataset.root={ds.root}"],
                          capture_output=True, text=True, cwd=REPO)
@@ -77,7 +77,7 @@ def test_sharded_extraction_matches_single_device(synthetic):
 import jax, numpy as np
 from stra_jax.evaluation.features import extract_features
 from stra_jax.models import create_model, init_variables
-from stra_jax.training.mesh import make_mesh
+from stra_jax.sharding import make_mesh
 paths = {paths!r}
 model = create_model("stra_resnet50", width=8, stage_sizes=(1, 1, 1, 1))
 variables = init_variables(model, jax.random.key(0))

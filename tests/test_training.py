@@ -16,10 +16,11 @@ import pytest
 from stra_jax.models import create_model, frozen_param_mask, init_variables
 from stra_jax.training import checkpoint
 from stra_jax.training.loop import NonFiniteLoss, _flush
-from stra_jax.training.mesh import host_batch_to_global, make_mesh, replicated
+from stra_jax.sharding import host_batch_to_global, make_mesh, replicated
 from stra_jax.training.optim import make_optimizer, step_decay_schedule
 from stra_jax.training.state import TrainState
 from stra_jax.training.step import make_train_step
+from stra_jax.losses import identity_objective
 from tests.helpers import REPO, run_multidevice
 
 NARROW = dict(width=8, stage_sizes=(1, 1, 1, 2), num_classes=5)
@@ -36,7 +37,7 @@ def _setup(frozen_steps=0, optimizer="adam"):
     model = create_model("stra_resnet50", **NARROW)
     variables = init_variables(model, jax.random.key(0))
     schedule = step_decay_schedule(1e-3, 10, decay_every_epochs=5, gamma=0.1)
-    mask = frozen_param_mask(variables["params"], FROZEN) if frozen_steps else None
+    mask = frozen_param_mask(model, variables["params"], FROZEN) if frozen_steps else None
     tx = make_optimizer(optimizer, schedule, weight_decay=5e-4, frozen_mask=mask, frozen_steps=frozen_steps)
     return model, variables, schedule, tx
 
@@ -44,13 +45,13 @@ def _setup(frozen_steps=0, optimizer="adam"):
 def test_frozen_phase_keeps_pretrained_parameters_and_statistics():
     model, variables, schedule, tx = _setup(frozen_steps=2)
     mesh = make_mesh(jax.devices()[:1])
-    step = make_train_step(model, tx, schedule, mesh, frozen=FROZEN)
+    step = make_train_step(model, tx, schedule, mesh, identity_objective(), frozen=FROZEN)
     state = jax.device_put(TrainState.create(variables, tx), replicated(mesh))
     before = jax.device_get(state)
     state, metrics = step(state, host_batch_to_global(_batch(), mesh))
     after = jax.device_get(state)
     assert np.isfinite(metrics["loss"])
-    mask = frozen_param_mask(before.params, FROZEN)
+    mask = frozen_param_mask(model, before.params, FROZEN)
     moved = jax.tree.map(lambda a, b: not np.array_equal(a, b), before.params, after.params)
     for frozen, changed in zip(jax.tree.leaves(mask), jax.tree.leaves(moved)):
         assert changed != frozen  # frozen: unchanged; open (StRA modules, head): updated
@@ -65,9 +66,10 @@ def test_frozen_phase_keeps_pretrained_parameters_and_statistics():
 MULTI = r"""
 import jax, numpy as np
 from tests.test_training import _setup, _batch
-from stra_jax.training.mesh import host_batch_to_global, make_mesh, replicated
+from stra_jax.sharding import host_batch_to_global, make_mesh, replicated
 from stra_jax.training.state import TrainState
 from stra_jax.training.step import make_train_step
+from stra_jax.losses import identity_objective
 assert jax.device_count() == 8
 # SGD: the update is linear in the gradient, so a different summation order
 # (per-device partial sums) can only move parameters by rounding. (Adam's first
@@ -76,7 +78,7 @@ results = []
 for devices in (jax.devices()[:1], jax.devices()):
     model, variables, schedule, tx = _setup(optimizer="sgd")
     mesh = make_mesh(devices)
-    step = make_train_step(model, tx, schedule, mesh)
+    step = make_train_step(model, tx, schedule, mesh, identity_objective())
     state = jax.device_put(TrainState.create(variables, tx), replicated(mesh))
     state, metrics = step(state, host_batch_to_global(_batch(16), mesh))
     results.append(jax.device_get((state.params, state.batch_stats, metrics["loss"])))
@@ -131,10 +133,21 @@ def _final_params(workdir):
 def test_killed_run_resumes_exactly(tmp_path):
     data = tmp_path / "data"
     common = [f"--config.dataset.root={data}"]
-    straight = subprocess.run(_train_cmd(tmp_path / "straight", *common), capture_output=True, text=True, cwd=REPO)
+    # The uninterrupted run generates its data in WORKDIR/data, as the demo does.
+    straight = subprocess.run(_train_cmd(tmp_path / "straight"), capture_output=True, text=True, cwd=REPO)
     assert straight.returncode == 0, straight.stderr[-3000:]
-    assert "final: mAP" in straight.stdout
-    assert json.loads((tmp_path / "straight" / "final_metrics.json").read_text())["mAP"] > 0
+    assert "final (step 8):" in straight.stdout and "mAP" in straight.stdout
+    final = json.loads((tmp_path / "straight" / "final_metrics.json").read_text())
+    assert final["reid/mAP"] > 0
+
+    # eval.py on the workdir finds model_best and WORKDIR/data and gives the numbers the run logged.
+    evaluated = subprocess.run([sys.executable, "eval.py", "--config", "configs/reid_synthetic.py:smoke",
+                                "--checkpoint", str(tmp_path / "straight")], capture_output=True, text=True, cwd=REPO)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert "differs" not in evaluated.stdout and "(step 8)" in evaluated.stdout
+    metrics = json.loads((tmp_path / "straight" / "model_best" / "eval_synthetic.json").read_text())["metrics"]
+    for key in ("reid/mAP", "reid/mINP", "reid/rank1", "reid/rank5", "reid/cmc"):
+        assert metrics[key] == final[key], key
 
     # Start the same run, kill it (SIGKILL: no clean-up) once a mid-run checkpoint exists.
     workdir = tmp_path / "killed"
@@ -168,7 +181,7 @@ def test_gradient_accumulation_equals_the_full_batch_gradient():
     doubled = {k: np.repeat(v, 2, axis=0) for k, v in half.items()}  # rows 2i and 2i+1 equal
     results = []
     for accum, batch in ((1, half), (2, doubled)):
-        step = make_train_step(model, tx, schedule, mesh, accum_steps=accum)
+        step = make_train_step(model, tx, schedule, mesh, identity_objective(), accum_steps=accum)
         state = jax.device_put(TrainState.create(variables, tx), replicated(mesh))
         state, _ = step(state, host_batch_to_global(batch, mesh))
         results.append(jax.device_get(state.params))

@@ -8,7 +8,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from stra_jax.data.pipeline import eval_dataset
-from stra_jax.training.mesh import batch_sharding, check_batch_divisible, make_mesh, replicated
+from stra_jax.sharding import batch_sharding, check_batch_divisible, make_mesh, replicated
 
 
 def extract_features(

@@ -1,7 +1,32 @@
-"""Model zoo: ResNet-50 and StRA-ResNet-50 (NHWC, Flax Linen)."""
-from stra_jax.models.io import abstract_variables, init_variables, load_model, save_model
-from stra_jax.models.registry import create_model, list_models, model_kwargs
-from stra_jax.models.resnet import FREEZABLE, Bottleneck, ResNet, frozen_param_mask
+"""Model zoo (NHWC, Flax Linen): the model contract, the registry, heads, checkpoints.
 
-__all__ = ["FREEZABLE", "Bottleneck", "frozen_param_mask", "ResNet", "abstract_variables", "create_model", "init_variables", "list_models", "load_model",
-           "model_kwargs", "save_model"]
+The model contract, which every registered family follows and the trainer,
+the tasks, the evaluators and the tools rely on:
+
+* ``model.apply(variables, images, train=..., frozen=(), mutable=...)`` with
+  ``images`` (B, H, W, 3) float32, normalised; ``variables`` =
+  ``{"params", "batch_stats"}`` (``batch_stats`` may be empty).
+* Returns a dict of float32 arrays: ``features`` (B, C) the pooled trunk
+  output, ``embedding`` (B, D) the test-time feature, and when the model has a
+  classifier either ``logits`` (B, num_classes) or ``class_weights``
+  (D, num_classes) for margin losses.
+* ``num_classes`` is a constructor option (0 = no classifier); tasks set it.
+* ``train=True`` may update ``batch_stats`` and sow regularisers into the
+  ``losses`` collection (StRA's L_d); it may draw from a ``"dropout"`` rng.
+* ``frozen``: names from the family's ``FREEZABLE`` class attribute; those
+  groups' BatchNorms stay in inference mode, and the family's
+  ``frozen_param_mask(params, groups)`` method names their parameters for the
+  optimiser. Families without pretrained groups omit both.
+
+Add a family: a Linen module in its own file, then one ``register_model`` line
+per architecture (see CONTRIBUTING.md).
+"""
+from stra_jax.models.heads import HEADS, Classifier, FaceHead, ReIDHead, make_head
+from stra_jax.models.io import abstract_variables, init_variables, load_model, save_model
+from stra_jax.models.registry import (create_model, freezable_groups, frozen_param_mask, get_entry, list_models,
+                                      model_kwargs, register_model)
+from stra_jax.models.resnet import FREEZABLE, Bottleneck, ResNet
+
+__all__ = ["FREEZABLE", "HEADS", "Bottleneck", "Classifier", "FaceHead", "ReIDHead", "ResNet", "abstract_variables",
+           "create_model", "freezable_groups", "frozen_param_mask", "get_entry", "init_variables", "list_models",
+           "load_model", "make_head", "model_kwargs", "register_model", "save_model"]

@@ -3,8 +3,11 @@
 Layout of a model directory (what ``python -m stra_jax.convert`` writes, and
 what training uses as initialisation and evaluation loads)::
 
-    OUT_DIR/model.json     {"format": "stra-jax-model/1", "arch": ..., "kwargs": {...}}
+    OUT_DIR/model.json     {"format": "stra-jax-model/1", "arch": ..., "kwargs": {...}, "info": {...}}
     OUT_DIR/variables/     orbax StandardSave of {"params", "batch_stats"}
+
+``info`` is free-form provenance (training writes the step and the metrics
+logged for it); readers ignore keys they do not know.
 
 The directory is assembled beside its destination and renamed into place, so
 an interrupted write never leaves a half-written OUT_DIR.
@@ -13,8 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,15 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from stra_jax.models.registry import create_model, model_kwargs
-from stra_jax.models.resnet import ResNet
+from stra_jax.utils import atomic_directory, shape_mismatches
 
 FORMAT = "stra-jax-model/1"
+# The model directories a training workdir keeps (training/loop.py writes them).
+MODEL_BEST, MODEL_LAST = "model_best", "model_last"
 _INIT_IMAGE = (1, 64, 64, 3)  # parameter shapes do not depend on the image size
 
 
-def init_variables(model: ResNet, rng: jax.Array) -> dict[str, Any]:
+def init_variables(model: Any, rng: jax.Array) -> dict[str, Any]:
     """``{"params", "batch_stats"}`` of ``model`` (jitted init on a small image)."""
     dummy = jnp.zeros(_INIT_IMAGE, jnp.float32)
     # Runs once: skip LLVM optimisation, which makes compiling the dozens of
@@ -39,36 +42,26 @@ def init_variables(model: ResNet, rng: jax.Array) -> dict[str, Any]:
     return init(rng)
 
 
-def abstract_variables(model: ResNet) -> dict[str, Any]:
+def abstract_variables(model: Any) -> dict[str, Any]:
     """Shapes and dtypes of ``init_variables(model, ...)``, traced without compiling."""
     dummy = jax.ShapeDtypeStruct(_INIT_IMAGE, jnp.float32)
     return jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), dummy)
 
 
 def save_model(out_dir: str | os.PathLike, arch: str, kwargs: dict[str, Any],
-               variables: dict[str, Any], *, overwrite: bool = False) -> Path:
-    """Write ``variables`` of ``create_model(arch, **kwargs)`` to ``out_dir``."""
-    out = Path(out_dir).absolute()
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out}: already exists (pass overwrite=True / --overwrite to replace it)")
+               variables: dict[str, Any], *, overwrite: bool = False,
+               info: dict[str, Any] | None = None) -> Path:
+    """Write ``variables`` of ``create_model(arch, **kwargs)`` to ``out_dir``
+    (assembled beside it, then renamed in: never half-written)."""
     spec = {"format": FORMAT, "arch": arch, "kwargs": model_kwargs(arch, **kwargs)}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
+    if info:
+        spec["info"] = info
+    with atomic_directory(out_dir, overwrite=overwrite) as staging:
         state = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
         with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as ckptr:
             ckptr.save(staging / "variables", args=ocp.args.StandardSave(state))
-        (staging / "model.json").write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
-        if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, trash / "old")
-            os.replace(staging, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return out
+        (staging / "model.json").write_text(json.dumps(spec, indent=2, sort_keys=True, default=list) + "\n")
+    return Path(out_dir).absolute()
 
 
 def read_model_spec(model_dir: str | os.PathLike) -> dict[str, Any]:
@@ -83,8 +76,22 @@ def read_model_spec(model_dir: str | os.PathLike) -> dict[str, Any]:
     return spec
 
 
+def resolve_model_dir(path: str | os.PathLike) -> tuple[Path, Path | None]:
+    """``(model directory, training workdir or None)`` for a path that is either a
+    model directory or a training workdir (its ``model_best``, else ``model_last``)."""
+    path = Path(path).absolute()
+    if (path / "model.json").is_file():
+        workdir = path.parent if (path.parent / "config.json").is_file() else None
+        return path, workdir
+    for name in (MODEL_BEST, MODEL_LAST):
+        if (path / name / "model.json").is_file():
+            return path / name, path
+    raise FileNotFoundError(f"{path}: no model.json here, nor {MODEL_BEST}/ or {MODEL_LAST}/ of a training "
+                            "workdir; expected a stra-jax model directory (model.json + variables/)")
+
+
 def load_model(model_dir: str | os.PathLike, *, expect_arch: str | None = None,
-               **overrides: Any) -> tuple[ResNet, dict[str, Any]]:
+               **overrides: Any) -> tuple[Any, dict[str, Any]]:
     """Restore ``(model, variables)`` from a model directory.
 
     ``expect_arch``: fail clearly if the directory holds another architecture.
@@ -108,21 +115,3 @@ def load_model(model_dir: str | os.PathLike, *, expect_arch: str | None = None,
                              f"{spec['kwargs'] | overrides}:\n  " + "\n  ".join(problems))
         variables = ckptr.restore(path, args=ocp.args.StandardRestore(target))
     return model, variables
-
-
-def shape_mismatches(expected: Any, saved: Any, limit: int = 50) -> list[str]:
-    """Differences between two trees of arrays / shape structs: missing, extra and
-    wrongly shaped leaves as readable lines (empty when they match)."""
-    def flat(tree):
-        # DictKey.key / GetAttrKey.name / SequenceKey.idx: a dataclass state and the
-        # dict orbax reads back name the same leaf the same way.
-        return {"/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path):
-                tuple(leaf.shape)
-                for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-    want, got = flat(expected), flat(saved)
-    lines = [f"missing from the checkpoint: {k} {want[k]}" for k in sorted(set(want) - set(got))]
-    lines += [f"not in the model: {k} {got[k]}" for k in sorted(set(got) - set(want))]
-    lines += [f"{k}: model expects {want[k]}, checkpoint has {got[k]}"
-              for k in sorted(set(want) & set(got)) if want[k] != got[k]]
-    return lines[:limit] + ([f"... and {len(lines) - limit} more"] if len(lines) > limit else [])

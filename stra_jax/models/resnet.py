@@ -6,23 +6,24 @@ the chosen stages (default: the last) replace their 3x3 conv by StRAttention and
 the last stage runs at stride 1. Padding is explicit (PyTorch's symmetric
 padding), so strided layers line up with PyTorch exactly.
 
-Heads:
-* ``embedding_dim=512`` (StRA default, the authors' code): GAP -> 1x1 conv (no
-  bias) -> BatchNorm = the test-time embedding; ``classifier`` on top.
-* ``embedding_dim=None`` (ResNet-50 default, and the paper's 2048-d variant):
-  the GAP feature is the embedding; ``classifier`` on top (torchvision's ``fc``).
+Heads (``models/heads.py``): ``head="reid"`` with ``embedding_dim=512`` (StRA
+default, the authors' code: GAP -> 1x1 conv -> BatchNorm embedding) or
+``embedding_dim=None`` (ResNet-50 default, the paper's 2048-d variant: the GAP
+feature is the embedding); ``head="face"`` (BN-Dropout-FC-BN). ``classifier``:
+"linear" (logits) or "margin" (class weights for CosFace / ArcFace).
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from stra_jax.layers import StRAttention
-from stra_jax.layers.conv import kaiming_fan_out, linear_init
+from stra_jax.layers.conv import kaiming_fan_out
 from stra_jax.layers.norm import batch_norm
+from stra_jax.models.heads import CLASSIFIERS, HEADS, make_head
 
 FREEZABLE = ("stem", "layer1", "layer2", "layer3", "layer4")
 
@@ -73,9 +74,11 @@ class Bottleneck(nn.Module):
 class ResNet(nn.Module):
     """ResNet / StRA-ResNet on (B, H, W, 3) normalised NHWC images.
 
-    Returns a dict: ``features`` (B, 4*8*width) pooled trunk output, ``embedding``
-    (B, embedding_dim or 4*8*width) and, if ``num_classes`` > 0, ``logits``.
-    Outputs are float32 whatever ``dtype`` computes in.
+    Returns the model contract's dict (``stra_jax.models``): ``features``
+    (B, 4*8*width) pooled trunk output, ``embedding`` (B, embedding_dim or
+    4*8*width) and, if ``num_classes`` > 0, ``logits`` (linear classifier) or
+    ``class_weights`` (margin classifier). Outputs are float32 whatever
+    ``dtype`` computes in.
 
     ``frozen``: groups of pretrained layers ("stem", "layer1".."layer4") whose
     BatchNorms stay in inference mode during ``train=True`` (the first epochs of
@@ -95,8 +98,13 @@ class ResNet(nn.Module):
     mode_interaction: bool = True
     attention_implementation: str = "shift"
     embedding_dim: int | None = None
+    head: str = "reid"
+    classifier: str = "linear"
+    head_dropout: float = 0.4  # face head only
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+
+    FREEZABLE: ClassVar[tuple[str, ...]] = FREEZABLE
 
     def __post_init__(self) -> None:
         if len(self.stage_sizes) != 4 or any(n < 1 for n in self.stage_sizes):
@@ -107,6 +115,12 @@ class ResNet(nn.Module):
             raise ValueError(f"stra_stages={tuple(self.stra_stages)}: expected stage indices in 0..3")
         if self.num_classes < 0:
             raise ValueError(f"num_classes={self.num_classes}: expected >= 0 (0 = no classifier)")
+        if self.head not in HEADS:
+            raise ValueError(f"head={self.head!r}: expected one of {sorted(HEADS)}")
+        if self.classifier not in CLASSIFIERS:
+            raise ValueError(f"classifier={self.classifier!r}: expected one of {CLASSIFIERS}")
+        if self.head == "face" and self.embedding_dim is None:
+            raise ValueError("head='face' needs an embedding_dim (the FC layer's width), got None")
         super().__post_init__()
 
     @nn.compact
@@ -141,18 +155,17 @@ class ResNet(nn.Module):
                     **kw,
                 )(x, train=train, frozen=f"layer{stage + 1}" in frozen)
 
-        features = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(self.dtype)
-        embedding = features
-        if self.embedding_dim is not None:
-            # The authors' head: 1x1 conv on the pooled map == a bias-free Dense.
-            embedding = nn.Dense(self.embedding_dim, use_bias=False, kernel_init=kaiming_fan_out,
-                                 name="embed_conv", **kw)(features)
-            embedding = batch_norm(train, name="embed_bn", **kw)(embedding)
-        out = {"features": features.astype(jnp.float32), "embedding": embedding.astype(jnp.float32)}
-        if self.num_classes:
-            logits = nn.Dense(self.num_classes, kernel_init=linear_init, name="classifier", **kw)(embedding)
-            out["logits"] = logits.astype(jnp.float32)
-        return out
+        head_kw = dict(num_classes=self.num_classes, embedding_dim=self.embedding_dim,
+                       classifier=self.classifier, **kw)
+        if self.head == "face":
+            head_kw["dropout"] = self.head_dropout
+        head = make_head(self.head, **head_kw)
+        nn.share_scope(self, head)  # head parameters at the top level: embed_conv, embed_bn, classifier
+        return head(x, train=train)
+
+    def frozen_param_mask(self, params: Any, frozen: Sequence[str]) -> Any:
+        """See :func:`frozen_param_mask`."""
+        return frozen_param_mask(params, frozen)
 
 
 def frozen_param_mask(params: Any, frozen: Sequence[str]) -> Any:

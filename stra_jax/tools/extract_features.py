@@ -10,17 +10,17 @@ at the end, so a failed run leaves neither.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from stra_jax.utils import atomic_file
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True, help="model directory (model.json + variables/)")
+    parser.add_argument("--checkpoint", required=True, help="model directory (model.json + variables/) or training workdir")
     parser.add_argument("--images", required=True, help="folder of images (searched recursively)")
     parser.add_argument("--out", required=True, help="output .npy path")
     parser.add_argument("--image-size", default="256x128", help="HxW the model expects")
@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     from stra_jax.data.reid.common import IMAGE_SUFFIXES, Record
     from stra_jax.evaluation.features import extract_features
     from stra_jax.models import load_model
+    from stra_jax.models.io import resolve_model_dir
 
     try:
         height, width = (int(v) for v in args.image_size.lower().split("x"))
@@ -43,22 +44,18 @@ def main(argv: list[str] | None = None) -> int:
         if not paths:
             raise ValueError(f"{folder}: no images with suffix {IMAGE_SUFFIXES}")
         records, skipped = check_images([Record(str(p), 0, 0) for p in paths], skip_corrupt=args.skip_corrupt)
-        model, variables = load_model(args.checkpoint)
+        model, variables = load_model(resolve_model_dir(args.checkpoint)[0])
         feats = extract_features(model, variables, [r.path for r in records], batch_size=args.batch_size,
                                  image_size=(height, width), flip=args.flip)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_npy = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".npy", dir=out.parent)
-    with os.fdopen(fd, "wb") as f:
-        np.save(f, feats)
-    fd, tmp_txt = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".txt", dir=out.parent)
-    with os.fdopen(fd, "w") as f:
+    # Both files are complete or neither is replaced: the .txt goes first, the .npy is renamed last.
+    with atomic_file(out.with_suffix(".txt")) as f:
         f.write("".join(f"{r.path}\n" for r in records))
-    os.replace(tmp_npy, out)
-    os.replace(tmp_txt, out.with_suffix(".txt"))
+    with atomic_file(out, "wb") as f:
+        np.save(f, feats)
     print(f"wrote {out} {feats.shape} and {out.with_suffix('.txt')}"
           + (f"; skipped {len(skipped)} corrupt images" if skipped else ""))
     return 0

@@ -1,4 +1,4 @@
-"""Orbax checkpoints of a run: keep the latest N and the best by mAP; resume.
+"""Orbax checkpoints of a run: keep the latest N and the best by one metric; resume.
 
 ``WORKDIR/checkpoints/<step>/{state, meta}``: ``state`` is the TrainState
 (StandardSave), ``meta`` JSON with the architecture, the epoch position and
@@ -7,7 +7,6 @@ before anything is written.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +14,25 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
-from stra_jax.models.io import shape_mismatches
+from stra_jax.utils import as_json, shape_mismatches
 
-BEST_METRIC = "mAP"
+BEST_METRIC = "reid/mAP"
 
 
-def make_manager(workdir: str | Path, keep_last: int = 3) -> ocp.CheckpointManager:
-    """Manager keeping the ``keep_last`` latest checkpoints plus the best by mAP."""
+def metric_value(metrics: dict[str, float], name: str) -> float:
+    """``metrics[name]``; checkpoints written before evaluator names were
+    prefixed (``mAP`` for ``reid/mAP``) are read by the last path segment."""
+    if name in metrics:
+        return metrics[name]
+    return metrics.get(name.rsplit("/", 1)[-1], float("-inf"))
+
+
+def make_manager(workdir: str | Path, keep_last: int = 3, best_metric: str = BEST_METRIC) -> ocp.CheckpointManager:
+    """Manager keeping the ``keep_last`` latest checkpoints plus the best by
+    ``best_metric`` (higher is better; a name from the evaluators, e.g. "reid/mAP")."""
     policy = pp.AnyPreservationPolicy([
         pp.LatestN(n=keep_last),
-        pp.BestN(get_metric_fn=lambda m: m[BEST_METRIC], n=1, keep_checkpoints_without_metrics=False),
+        pp.BestN(get_metric_fn=lambda m: metric_value(m, best_metric), n=1, keep_checkpoints_without_metrics=False),
     ])
     options = ocp.CheckpointManagerOptions(preservation_policy=policy, enable_async_checkpointing=False,
                                            create=True)
@@ -51,7 +59,7 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any,
     if step is None:
         return None
     meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    expected_meta = json.loads(json.dumps(expected_meta, default=list))  # tuples -> lists, as saved
+    expected_meta = as_json(expected_meta)  # tuples -> lists, as saved
     where = manager.directory / str(step)
     for key in ("arch", "model_kwargs"):
         if meta.get(key) != expected_meta.get(key):

@@ -1,15 +1,23 @@
-"""The epoch loop: data -> sharded train step -> logs, evaluation, checkpoints.
+"""The epoch loop, the same for every task: data -> sharded train step -> logs,
+evaluators, checkpoints and evaluable model directories.
 
-Rerunning with the same workdir resumes from the latest checkpoint: the
-schedule, the data order (a function of seed, epoch and step) and the state
-continue exactly where they stopped.
+The task (``config.task``, see ``stra_jax.tasks``) supplies the data, the loss
+and the evaluators; the loop supplies everything else. Rerunning with the same
+workdir resumes from the latest checkpoint: the schedule, the data order (a
+function of seed, epoch and step) and the state continue exactly where they
+stopped.
+
+Workdir layout::
+
+    config.json            the resolved config
+    checkpoints/<step>/    orbax TrainState + meta (latest N and the best)
+    model_last/            evaluable model directory of the last epoch's state
+    model_best/            ... of the best state by ``train.best_metric``
+    metrics.jsonl, tensorboard/, final_metrics.json
 """
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -17,30 +25,20 @@ from typing import Any
 import jax
 import numpy as np
 
-from stra_jax.data.pipeline import Augment, steps_per_epoch, train_dataset
-from stra_jax.data.reid import prepare_dataset
-from stra_jax.evaluation.features import extract_features
-from stra_jax.evaluation.reid import evaluate
+from stra_jax.evaluation.evaluators import run_evaluators, scalars, tables
 from stra_jax.models import abstract_variables, create_model, frozen_param_mask, init_variables, load_model
-from stra_jax.models.io import shape_mismatches
+from stra_jax.models.io import MODEL_BEST, MODEL_LAST, read_model_spec, save_model
+from stra_jax.sharding import host_batch_to_global, make_mesh, replicated
+from stra_jax.tasks import make_task
 from stra_jax.training import checkpoint
-from stra_jax.training.mesh import host_batch_to_global, make_mesh, replicated
 from stra_jax.training.optim import make_optimizer, step_decay_schedule
 from stra_jax.training.state import TrainState
 from stra_jax.training.step import make_train_step
 from stra_jax.training.writers import MetricWriter
-
+from stra_jax.utils import shape_mismatches, write_json_atomic
 
 class NonFiniteLoss(RuntimeError):
     pass
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=True, default=list)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def initial_variables(config, model) -> dict[str, Any]:
@@ -65,51 +63,58 @@ def initial_variables(config, model) -> dict[str, Any]:
     return variables
 
 
-def evaluate_model(config, model, variables, dataset, mesh) -> dict[str, float]:
-    cfg = config.eval
-    kw = dict(batch_size=cfg.batch_size, image_size=tuple(cfg.image_size), flip=cfg.flip, output=cfg.output,
-              mesh=mesh)
-    qf = extract_features(model, variables, [r.path for r in dataset.query], **kw)
-    gf = extract_features(model, variables, [r.path for r in dataset.gallery], **kw)
-    result = evaluate(qf, gf, [r.pid for r in dataset.query], [r.pid for r in dataset.gallery],
-                      [r.camid for r in dataset.query], [r.camid for r in dataset.gallery],
-                      metric=cfg.metric, normalize=cfg.normalize, rerank=cfg.rerank, max_rank=cfg.max_rank)
-    return {"mAP": result.mAP, "mINP": result.mINP, "rank1": result.rank1, "rank5": result.rank5,
-            "rank10": result.rank10, "rank20": result.rank20}
+def write_model_dir(out: Path, arch: str, kwargs: dict[str, Any], variables: dict[str, Any],
+                    info: dict[str, Any]) -> None:
+    """An evaluable model directory of the current variables (process 0 writes;
+    replaced atomically, so a reader sees the old or the new one)."""
+    if jax.process_index() != 0:
+        return
+    # Replicated arrays: every host holds a full copy; take this host's as NumPy.
+    host = jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), variables)
+    save_model(out, arch, kwargs, host, overwrite=True, info=info)
 
 
-def train_and_evaluate(config, workdir: str | Path) -> dict[str, float]:
+def _best_so_far(workdir: Path, metric: str) -> float:
+    try:
+        logged = read_model_spec(workdir / MODEL_BEST).get("info", {}).get("metrics", {})
+    except (FileNotFoundError, ValueError):
+        return float("-inf")
+    return checkpoint.metric_value(logged, metric)
+
+
+def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
     """Train ``config`` in ``workdir`` (resuming if it holds a checkpoint); returns
-    the final evaluation metrics."""
+    the final evaluation metrics (``"<evaluator>/<metric>"``)."""
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     cfg = config.train
-    synthetic = config.dataset.get("synthetic")
-    root = config.dataset.root or str(workdir / "data" / config.dataset.name)
-    dataset = prepare_dataset(config.dataset.name, root, synthetic.to_dict() if synthetic else None)
-    print(dataset.summary())
+    task = make_task(config, workdir)
+    print(task.load())
 
     mesh = make_mesh()
     if cfg.batch_size % (cfg.accum_steps * mesh.devices.size):
         raise ValueError(f"train.batch_size={cfg.batch_size} must divide into accum_steps={cfg.accum_steps} "
                          f"micro-batches over {mesh.devices.size} devices")
-    num_classes = dataset.num_train_pids
-    model_kwargs = dict(config.model.kwargs, num_classes=num_classes)
+    evaluators = task.evaluators()
+    for evaluator in evaluators:
+        evaluator.check(mesh)
+    model_kwargs = dict(config.model.kwargs, **task.model_overrides())
     model = create_model(config.model.name, **model_kwargs)
-    per_epoch = steps_per_epoch(len(dataset.train), cfg.batch_size)
+    per_epoch = task.num_train_examples // cfg.batch_size
     if per_epoch < 1:
-        raise ValueError(f"{len(dataset.train)} training images < one batch of {cfg.batch_size}")
+        raise ValueError(f"{task.num_train_examples} training examples < one batch of {cfg.batch_size}")
     total_steps = per_epoch * cfg.epochs
     frozen_steps = per_epoch * cfg.frozen_epochs
     schedule = step_decay_schedule(cfg.lr, per_epoch, decay_every_epochs=cfg.lr_decay_every, gamma=cfg.lr_gamma)
     frozen_groups = tuple(cfg.frozen_groups) if frozen_steps else ()
     abstract_params = abstract_variables(model)["params"]
     tx = make_optimizer(cfg.optimizer, schedule, weight_decay=cfg.weight_decay,
-                        frozen_mask=frozen_param_mask(abstract_params, frozen_groups) if frozen_groups else None,
+                        frozen_mask=frozen_param_mask(model, abstract_params, frozen_groups) if frozen_groups else None,
                         frozen_steps=frozen_steps, b1=cfg.b1, b2=cfg.b2)
 
-    manager = checkpoint.make_manager(workdir, keep_last=cfg.keep_checkpoints)
-    meta = {"arch": config.model.name, "model_kwargs": json.loads(json.dumps(model_kwargs, default=list))}
+    best_metric = cfg.get("best_metric", checkpoint.BEST_METRIC)
+    manager = checkpoint.make_manager(workdir, keep_last=cfg.keep_checkpoints, best_metric=best_metric)
+    meta = {"arch": config.model.name, "model_kwargs": model_kwargs}
     abstract_state = jax.eval_shape(lambda: TrainState.create(abstract_variables(model), tx))
     restored = checkpoint.restore_latest(manager, abstract_state, meta)
     if restored is None:
@@ -118,26 +123,36 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, float]:
         state = restored[0]
         print(f"resumed from step {int(state.step)} in {manager.directory}")
     state = jax.device_put(state, replicated(mesh))
-    _write_json(workdir / "config.json", config.to_dict())
+    write_json_atomic(workdir / "config.json", config.to_dict())
 
-    step_kw = dict(label_smoothing=cfg.label_smoothing, diversity_weight=cfg.diversity_weight,
-                   accum_steps=cfg.accum_steps)
-    open_step = make_train_step(model, tx, schedule, mesh, **step_kw)
-    frozen_step = make_train_step(model, tx, schedule, mesh, frozen=frozen_groups, **step_kw)
-    augmentation = Augment(**config.input.augment.to_dict())
+    step_kw = dict(accum_steps=cfg.accum_steps, seed=config.seed)
+    open_step = make_train_step(model, tx, schedule, mesh, task.loss, **step_kw)
+    frozen_step = make_train_step(model, tx, schedule, mesh, task.loss, frozen=frozen_groups, **step_kw)
+
+    def evaluate_and_save(step: int) -> dict[str, Any]:
+        metrics = run_evaluators(evaluators, model, state.variables, mesh)
+        logged = scalars(metrics)
+        writer.write(step, {f"eval/{k}": v for k, v in logged.items()})
+        print(f"evaluation at step {step} (epoch {step // per_epoch}):\n{tables(evaluators, metrics)}", flush=True)
+        checkpoint.save(manager, state, dict(meta, step=step), metrics=logged)
+        info = {"step": step, "epoch": step // per_epoch, "metrics": logged, "config": config.to_dict()}
+        write_model_dir(workdir / MODEL_LAST, config.model.name, model_kwargs, state.variables, info)
+        if best_metric in logged and logged[best_metric] > _best_so_far(workdir, best_metric):
+            write_model_dir(workdir / MODEL_BEST, config.model.name, model_kwargs, state.variables, info)
+        return metrics
+
     writer = MetricWriter(workdir)
     step = int(state.step)
-    final: dict[str, float] = {}
+    final: dict[str, Any] = {}
     pending: list[tuple[int, Any]] = []
     start_time, start_step = time.perf_counter(), step
+    progress = ("loss",) + tuple(task.progress_metrics)
     try:
         while step < total_steps:
             epoch, in_epoch = divmod(step, per_epoch)
-            batches = train_dataset(dataset.train, global_batch=cfg.batch_size,
-                                    image_size=tuple(config.input.image_size), seed=config.seed, epoch=epoch,
-                                    start_step=in_epoch, augmentation=augmentation,
-                                    process_index=jax.process_index(), process_count=jax.process_count())
-            for batch in batches.as_numpy_iterator():
+            batches = task.train_batches(epoch=epoch, start_step=in_epoch, global_batch=cfg.batch_size,
+                                         process_index=jax.process_index(), process_count=jax.process_count())
+            for batch in batches:
                 fn = frozen_step if step < frozen_steps else open_step
                 state, metrics = fn(state, host_batch_to_global(batch, mesh))
                 step += 1
@@ -146,26 +161,30 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, float]:
                 save_now = bool(cfg.checkpoint_every_steps) and step % cfg.checkpoint_every_steps == 0
                 # Flush (which checks the loss is finite) before any save: no NaN state is saved.
                 if step % cfg.log_every == 0 or not mid_epoch or save_now:
-                    _flush(pending, writer, step, total_steps, start_time, start_step, cfg.batch_size)
+                    _flush(pending, writer, step, total_steps, start_time, start_step, cfg.batch_size, progress)
                 if save_now and mid_epoch:
                     checkpoint.save(manager, state, dict(meta, step=step))
+                if not mid_epoch:
+                    break
             epoch_done = step // per_epoch
-            if epoch_done % cfg.eval_every_epochs == 0 or step == total_steps:
-                final = evaluate_model(config, model, state.variables, dataset, mesh)
-                writer.write(step, {f"eval/{k}": v for k, v in final.items()})
-                print(f"epoch {epoch_done}: " + "  ".join(f"{k} {100 * v:.1f}" for k, v in final.items()))
-                checkpoint.save(manager, state, dict(meta, step=step), metrics=final)
-            elif epoch_done % cfg.checkpoint_every_epochs == 0:
+            if evaluators and (epoch_done % cfg.eval_every_epochs == 0 or step == total_steps):
+                final = evaluate_and_save(step)
+            elif epoch_done % cfg.checkpoint_every_epochs == 0 or step == total_steps:
                 checkpoint.save(manager, state, dict(meta, step=step))
-        if not final:  # resumed a finished run: evaluate its final state once more
-            final = evaluate_model(config, model, state.variables, dataset, mesh)
+                info = {"step": step, "epoch": epoch_done, "metrics": {}, "config": config.to_dict()}
+                write_model_dir(workdir / MODEL_LAST, config.model.name, model_kwargs, state.variables, info)
+        if not final and evaluators:  # resumed a finished run: evaluate its final state once more
+            final = run_evaluators(evaluators, model, state.variables, mesh)
     finally:
         writer.close()
-    _write_json(workdir / "final_metrics.json", final)
+    write_json_atomic(workdir / "final_metrics.json", final)
+    if final:
+        print(f"final (step {step}):\n{tables(evaluators, final)}")
     return final
 
 
-def _flush(pending, writer, step, total_steps, start_time, start_step, batch_size) -> None:
+def _flush(pending, writer, step, total_steps, start_time, start_step, batch_size,
+           progress: tuple[str, ...] = ("loss",)) -> None:
     """Fetch the metrics of the last steps, stop on a non-finite loss, print progress."""
     host = jax.device_get([m for _, m in pending])
     for (s, _), m in zip(pending, host):
@@ -180,7 +199,7 @@ def _flush(pending, writer, step, total_steps, start_time, start_step, batch_siz
     done = step - start_step
     rate = done * batch_size / max(elapsed, 1e-9)
     eta = (total_steps - step) * batch_size / max(rate, 1e-9)
-    print(f"[{step:>6}/{total_steps}] loss {mean['loss']:.4f} ce {mean.get('ce', float('nan')):.4f} "
-          f"div {mean.get('diversity', float('nan')):.3f} acc {100 * mean.get('accuracy', 0):5.1f} "
-          f"lr {mean['lr']:.2e} | {rate:6.1f} img/s | ETA {eta / 60:5.1f} min  (steps {steps[0]}-{steps[-1]})",
-          flush=True)
+    shown = " ".join(f"{k} {100 * mean[k]:5.1f}" if k == "accuracy" else f"{k} {mean[k]:.4f}"
+                     for k in progress if k in mean)
+    print(f"[{step:>6}/{total_steps}] {shown} lr {mean['lr']:.2e} | {rate:6.1f} img/s | "
+          f"ETA {eta / 60:5.1f} min  (steps {steps[0]}-{steps[-1]})", flush=True)

@@ -1,17 +1,18 @@
-"""The jitted train step (state donated) for identity classification + L_d."""
+"""The jitted train step (state donated); the loss comes from the task."""
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from stra_jax.layers import total_diversity_loss
-from stra_jax.training.losses import identity_loss
-from stra_jax.training.mesh import batch_sharding, replicated
+from stra_jax.sharding import batch_sharding, replicated
 from stra_jax.training.state import TrainState
+
+LossFn = Callable[[dict[str, jax.Array], dict[str, jax.Array], Mapping[str, Any]],
+                  tuple[jax.Array, dict[str, jax.Array]]]
 
 
 def make_train_step(
@@ -19,14 +20,19 @@ def make_train_step(
     tx: optax.GradientTransformation,
     schedule: Callable[[jax.Array], jax.Array],
     mesh: Mesh,
+    loss_fn: LossFn,
     *,
     frozen: Sequence[str] = (),
-    label_smoothing: float = 0.0,
-    diversity_weight: float = 1.0,
     accum_steps: int = 1,
+    seed: int = 0,
 ) -> Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]:
-    """One optimiser step on a global batch {"images" (B, H, W, 3), "labels" (B,)}
-    sharded over the mesh's 'data' axis; the state is replicated and donated.
+    """One optimiser step on a global batch {"images" (B, H, W, 3), ...} sharded
+    over the mesh's 'data' axis; the state is replicated and donated.
+
+    ``loss_fn(outputs, batch, collections) -> (loss, metrics)`` is the task's
+    (``Task.loss``): ``outputs`` the model's dict, ``collections`` the updated
+    mutable collections (``losses`` holds sown regularisers such as L_d).
+    Models that use dropout get a ``"dropout"`` rng folded from (seed, step).
 
     ``frozen``: model groups whose BatchNorms stay in inference mode (the
     optimiser freezes their parameters; see ``optim.make_optimizer``). The loop
@@ -42,35 +48,36 @@ def make_train_step(
     if accum_steps < 1:
         raise ValueError(f"accum_steps={accum_steps}: expected a positive integer")
 
-    def grads_of(params, batch_stats, batch):
-        def loss_fn(p):
+    def grads_of(params, batch_stats, batch, rng):
+        def objective(p):
             out, new_vars = model.apply({"params": p, "batch_stats": batch_stats}, batch["images"],
-                                        train=True, frozen=frozen, mutable=["batch_stats", "losses"])
-            diversity = total_diversity_loss(new_vars.get("losses", {}))
-            loss, metrics = identity_loss(out["logits"], batch["labels"], diversity,
-                                          label_smoothing=label_smoothing, diversity_weight=diversity_weight)
-            return loss, (metrics, new_vars["batch_stats"])
+                                        train=True, frozen=frozen, mutable=["batch_stats", "losses"],
+                                        rngs={"dropout": rng})
+            loss, metrics = loss_fn(out, batch, new_vars)
+            return loss, (metrics, new_vars.get("batch_stats", batch_stats))
 
-        (_, (metrics, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        (_, (metrics, new_stats)), grads = jax.value_and_grad(objective, has_aux=True)(params)
         return grads, metrics, new_stats
 
-    def accumulated(params, batch_stats, batch):
+    def accumulated(params, batch_stats, batch, rng):
         micro = jax.tree.map(
             lambda x: jnp.swapaxes(x.reshape(x.shape[0] // accum_steps, accum_steps, *x.shape[1:]), 0, 1), batch)
 
-        def body(carry, mb):
+        def body(carry, xs):
             total, stats = carry
-            grads, metrics, stats = grads_of(params, stats, mb)
+            mb, index = xs
+            grads, metrics, stats = grads_of(params, stats, mb, jax.random.fold_in(rng, index))
             return (jax.tree.map(jnp.add, total, grads), stats), metrics
 
         zeros = jax.tree.map(jnp.zeros_like, params)
-        (total, stats), metrics = jax.lax.scan(body, (zeros, batch_stats), micro)
+        (total, stats), metrics = jax.lax.scan(body, (zeros, batch_stats), (micro, jnp.arange(accum_steps)))
         grads = jax.tree.map(lambda g: g / accum_steps, total)
         return grads, jax.tree.map(jnp.mean, metrics), stats
 
     def step(state: TrainState, batch: dict[str, jax.Array]):
         compute = grads_of if accum_steps == 1 else accumulated
-        grads, metrics, batch_stats = compute(state.params, state.batch_stats, batch)
+        rng = jax.random.fold_in(jax.random.key(seed), state.step)
+        grads, metrics, batch_stats = compute(state.params, state.batch_stats, batch, rng)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = dict(metrics, grad_norm=optax.tree.norm(grads), lr=schedule(state.step))

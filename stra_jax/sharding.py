@@ -1,5 +1,7 @@
 """The device mesh and the shardings built from it (the one place that does).
 
+Used by training and evaluation alike; imports nothing else of stra_jax.
+
 A 1-D ``('data',)`` mesh over every device of every host; batches are sharded
 along it, parameters and BatchNorm statistics replicated. Under ``jax.jit``
 the BatchNorm mean over a sharded batch is a global mean (XLA inserts the

@@ -81,6 +81,24 @@ def identity_loss(
     return total, {"loss": total, "ce": ce, "diversity": div, "accuracy": accuracy}
 
 
+def identity_objective(label_smoothing: float = 0.0, diversity_weight: float = 1.0):
+    """The ReID training objective as a train-step loss function
+    ``(outputs, batch, collections) -> (loss, metrics)``: :func:`identity_loss`
+    on ``outputs["logits"]`` and ``batch["labels"]``, with L_d summed over every
+    StRA block from the sown ``collections["losses"]``."""
+    from stra_jax.layers import total_diversity_loss
+
+    def objective(outputs, batch, collections):
+        if "logits" not in outputs:
+            raise ValueError("identity classification needs a model with a linear classifier "
+                             f"(outputs['logits']); the model returned {sorted(outputs)}")
+        diversity = total_diversity_loss(collections.get("losses", {}))
+        return identity_loss(outputs["logits"], batch["labels"], diversity, label_smoothing=label_smoothing,
+                             diversity_weight=diversity_weight)
+
+    return objective
+
+
 def _cosines(embeddings: jax.Array, weights: jax.Array, labels: jax.Array) -> jax.Array:
     """(B, D) x (D, C) -> (B, C) cosines between L2-normalised rows and columns."""
     if embeddings.ndim != 2 or weights.ndim != 2 or embeddings.shape[1] != weights.shape[0]:
