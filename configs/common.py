@@ -23,19 +23,11 @@ def parse_variants(arg: str | None, known: tuple[str, ...]) -> set[str]:
 
 def reid_eval_config() -> ml_collections.ConfigDict:
     """Test-time settings of the ReID protocol the field reports with: one
-    ``config.evals`` entry (``stra_jax.evaluation.reid_retrieval``)."""
-    return ml_collections.ConfigDict(dict(
-        type="reid_retrieval",
-        image_size=(256, 128),
-        batch_size=128,        # must divide over the devices
-        output="embedding",    # model output used as the feature
-        metric="euclidean",    # euclidean | sqeuclidean | cosine
-        normalize=False,       # L2-normalise features first
-        flip=False,            # average the features of the image and its mirror
-        rerank=False,          # k-reciprocal re-ranking (k1 20, k2 6, lambda 0.3)
-        max_rank=50,
-        skip_corrupt=False,
-    ))
+    ``config.evals`` entry, the evaluator's defaults (Euclidean distance, no
+    flip, no re-ranking, max rank 50, 256x128, batch 128)."""
+    from stra_jax.evaluation.reid_retrieval import DEFAULTS
+
+    return ml_collections.ConfigDict(dict(type="reid_retrieval", **DEFAULTS))
 
 
 def reid_train_config() -> ml_collections.ConfigDict:

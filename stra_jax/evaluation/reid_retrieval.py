@@ -1,7 +1,8 @@
 """The ReID retrieval evaluator: query/gallery features -> mAP, mINP, CMC.
 
 Settings (``config.evals.<name>``, type ``reid_retrieval``) and their defaults
-are :data:`DEFAULTS`; the task supplies the dataset as ``context["reid_dataset"]``.
+are :data:`DEFAULTS` (the configs start from them); the task supplies the
+dataset as ``context["reid_dataset"]``.
 """
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import jax
 
 from stra_jax.data.reid.common import ReIDDataset
 from stra_jax.evaluation.evaluators import check_settings
-from stra_jax.evaluation.features import extract_features
 from stra_jax.evaluation.reid import evaluate
 from stra_jax.sharding import check_batch_divisible
 
@@ -61,6 +61,8 @@ class ReIDRetrieval:
         return self._checked
 
     def run(self, model: Any, variables: dict[str, Any], mesh: jax.sharding.Mesh | None = None) -> dict[str, Any]:
+        from stra_jax.evaluation.features import extract_features  # imports TensorFlow: only when run
+
         s = self.settings
         query, gallery = self._images()
         start = time.perf_counter()

@@ -88,10 +88,7 @@ class ReIDHead(nn.Module):
             embedding = nn.Dense(self.embedding_dim, use_bias=False, kernel_init=kaiming_fan_out,
                                  name="embed_conv", **kw)(features)
             embedding = batch_norm(train, name="embed_bn", **kw)(embedding)
-        out = {"features": features.astype(jnp.float32), "embedding": embedding.astype(jnp.float32)}
-        if self.num_classes:
-            out.update(_shared(self, Classifier(self.num_classes, self.classifier, **kw))(embedding))
-        return out
+        return _outputs(self, features, embedding)
 
 
 class FaceHead(nn.Module):
@@ -116,10 +113,7 @@ class FaceHead(nn.Module):
         y = nn.Dense(self.embedding_dim, kernel_init=kaiming_fan_out, name="face_fc", **kw)(
             y.reshape(y.shape[0], -1))
         embedding = batch_norm(train, name="face_bn_embed", **kw)(y)
-        out = {"features": features.astype(jnp.float32), "embedding": embedding.astype(jnp.float32)}
-        if self.num_classes:
-            out.update(_shared(self, Classifier(self.num_classes, self.classifier, **kw))(embedding))
-        return out
+        return _outputs(self, features, embedding)
 
 
 HEADS: dict[str, type[nn.Module]] = {"reid": ReIDHead, "face": FaceHead}
@@ -130,6 +124,16 @@ def make_head(name: str, **kwargs: Any) -> nn.Module:
     if name not in HEADS:
         raise ValueError(f"head={name!r}: expected one of {sorted(HEADS)}")
     return HEADS[name](**kwargs)
+
+
+def _outputs(head: nn.Module, features: jax.Array, embedding: jax.Array) -> dict[str, jax.Array]:
+    """The contract's dict: float32 features and embedding, plus the classifier's
+    output (created in ``head``'s scope) when ``head.num_classes`` > 0."""
+    out = {"features": features.astype(jnp.float32), "embedding": embedding.astype(jnp.float32)}
+    if head.num_classes:
+        classifier = Classifier(head.num_classes, head.classifier, dtype=head.dtype, param_dtype=head.param_dtype)
+        out.update(_shared(head, classifier)(embedding))
+    return out
 
 
 def _shared(parent: nn.Module, child: nn.Module) -> nn.Module:
