@@ -66,7 +66,10 @@ def main(argv) -> None:
     logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
     try:
         run(_CONFIG.value, _CHECKPOINT.value, _OUTPUT.value)
-    except (ValueError, FileNotFoundError) as err:
+    except KeyboardInterrupt:
+        print("interrupted; nothing was written", file=sys.stderr)
+        sys.exit(130)
+    except (ValueError, FileNotFoundError, PermissionError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
 

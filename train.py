@@ -4,7 +4,9 @@
     python train.py --config configs/reid_market.py:authors --workdir runs/market \\
         --config.dataset.root=/data/market1501 --config.init_from=resnet50-19c8e357.pth
 
-Rerunning the same command resumes from the workdir's latest checkpoint. The
+Rerunning the same command resumes from the workdir's latest checkpoint (a
+damaged one is moved aside and the previous one used); Ctrl-C or SIGTERM saves
+a checkpoint at the current step first. The
 workdir keeps evaluable model directories (``model_best``, ``model_last``):
 ``python eval.py --config ... --checkpoint WORKDIR``. On a multi-host TPU/GPU
 cluster set ``--distributed`` (calls ``jax.distributed.initialize()``); the
@@ -31,11 +33,17 @@ def main(argv) -> None:
 
     if _DISTRIBUTED.value:
         jax.distributed.initialize()
-    from stra_jax.training.loop import NonFiniteLoss, train_and_evaluate
+    from stra_jax.training.loop import Interrupted, NonFiniteLoss, train_and_evaluate
 
     try:
         train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    except (ValueError, FileNotFoundError, FileExistsError, NonFiniteLoss) as err:
+    except Interrupted as err:
+        print(f"{err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted before training started; nothing was saved", file=sys.stderr)
+        sys.exit(130)
+    except (ValueError, FileNotFoundError, FileExistsError, PermissionError, NonFiniteLoss) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
 

@@ -87,7 +87,8 @@ def reid_config(dataset: str, root: str, arg: str | None = None,
     config.task = "reid"  # stra_jax.tasks: data, loss and evaluators
     config.seed = 0
     config.init_from = ""  # .pth/.safetensors (e.g. torchvision ImageNet ResNet-50) or a model dir
-    config.dataset = ml_collections.ConfigDict(dict(name=dataset, root=root))
+    # skip_corrupt: drop (and count) unreadable images instead of stopping before training.
+    config.dataset = ml_collections.ConfigDict(dict(name=dataset, root=root, skip_corrupt=False))
     config.model = ml_collections.ConfigDict(dict(name="stra_resnet50", kwargs=dict()))
     config.input = ml_collections.ConfigDict(dict(
         image_size=(256, 128),

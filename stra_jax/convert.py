@@ -222,7 +222,10 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     if path.name.endswith(".safetensors"):
         from safetensors.numpy import load_file
 
-        return normalise_state_dict(load_file(str(path)))
+        try:
+            return normalise_state_dict(load_file(str(path)))
+        except Exception as err:  # safetensors raises its own error types for a damaged header
+            raise ValueError(f"{path}: not a readable .safetensors file ({type(err).__name__}: {err})") from None
     if path.name.endswith((".pth", ".pth.tar", ".pt", ".tar")):
         try:
             import torch
@@ -231,7 +234,11 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
                 f"{path}: reading a PyTorch checkpoint needs torch (pip install torch); "
                 "or convert it to .safetensors, which needs no torch"
             ) from err
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as err:  # pickle, zip and unicode errors for a file that is not a torch checkpoint
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {reason[:200]})") from None
         if not isinstance(obj, Mapping):
             raise ValueError(f"{path}: expected a state_dict (a mapping of names to tensors), got {type(obj).__name__}")
         return normalise_state_dict(obj)

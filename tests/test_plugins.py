@@ -104,11 +104,15 @@ class ToyAccuracy:
         return f"{self.name}: accuracy {100 * metrics['accuracy']:.1f}"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def plugins():
+def register_toys() -> None:
     register_model("toy_net", ToyNet, width=8, overwrite=True)
     register_task("toy", ToyTask, overwrite=True)
     register_evaluator("toy_accuracy", ToyAccuracy, overwrite=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def plugins():
+    register_toys()
 
 
 def _toy_config(epochs: int = 1) -> ml_collections.ConfigDict:

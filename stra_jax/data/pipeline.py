@@ -20,12 +20,15 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
 
+from stra_jax.data.image_check import check_images, first_bad_image
 from stra_jax.data.reid.common import Record
+
+__all__ = ["Augment", "check_images", "eval_dataset", "numpy_batches", "train_dataset"]
 
 # The input pipeline runs on the host CPU; keep TensorFlow off the accelerators
 # that JAX owns (otherwise TF reserves GPU memory on GPU hosts).
@@ -47,24 +50,26 @@ class Augment:
     erase_tries: int = 10
 
 
-def check_images(records: Sequence[Record], skip_corrupt: bool = False) -> tuple[list[Record], list[str]]:
-    """Decode every image once (Pillow). A corrupt file raises ``ValueError``
-    naming it, or with ``skip_corrupt`` is dropped; returns (kept, skipped paths)."""
-    from PIL import Image
-
-    kept, skipped = [], []
-    for record in records:
+def numpy_batches(ds: tf.data.Dataset, paths: Sequence[str]) -> Iterator[dict[str, np.ndarray]]:
+    """``ds.as_numpy_iterator()``, except that a decode error (a file that broke
+    after the up-front check, or was never checked) raises ``ValueError`` naming
+    the file among ``paths`` (the files ``ds`` reads) instead of TensorFlow's
+    ``Input is empty.``."""
+    iterator = ds.as_numpy_iterator()
+    while True:
         try:
-            with Image.open(record.path) as image:
-                image.convert("RGB").load()
-        except Exception as err:  # Pillow raises OSError, SyntaxError, ValueError, ...
-            if not skip_corrupt:
-                raise ValueError(f"{record.path}: corrupt or unreadable image ({err}); "
-                                 "pass skip_corrupt=True to drop such files") from err
-            skipped.append(record.path)
-            continue
-        kept.append(record)
-    return kept, skipped
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except tf.errors.OpError as err:
+            culprit = first_bad_image(paths)
+            message = err.message.strip().splitlines()[0] if err.message else type(err).__name__
+            if culprit is None:
+                raise ValueError(f"input pipeline failed ({message}); no unreadable file among its "
+                                 f"{len(paths)} images") from err
+            raise ValueError(f"{culprit[0]}: corrupt or unreadable image ({culprit[1]}; TensorFlow: "
+                             f"{message})") from err
+        yield batch
 
 
 def load_image(path: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from stra_jax.data.pipeline import eval_dataset
+from stra_jax.data.pipeline import eval_dataset, numpy_batches
 from stra_jax.sharding import batch_sharding, check_batch_divisible, make_mesh, replicated
 
 
@@ -50,7 +50,7 @@ def extract_features(
     order = np.arange(padded).reshape(-1, hosts, local)[:, host].ravel()
     mine = [paths[min(i, len(paths) - 1)] for i in order]
     chunks = []
-    for batch in eval_dataset(mine, batch_size=local, image_size=image_size).as_numpy_iterator():
+    for batch in numpy_batches(eval_dataset(mine, batch_size=local, image_size=image_size), mine):
         images = jax.make_array_from_process_local_data(in_sharding, batch["images"])
         feats = forward(variables, images)
         chunks.append(np.asarray(multihost_utils.process_allgather(feats, tiled=True)) if hosts > 1

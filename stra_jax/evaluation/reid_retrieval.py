@@ -25,7 +25,6 @@ DEFAULTS: dict[str, Any] = dict(
     flip=False,            # average the features of the image and its mirror
     rerank=False,          # k-reciprocal re-ranking (k1 20, k2 6, lambda 0.3)
     max_rank=50,
-    skip_corrupt=False,    # drop unreadable query/gallery images (counted) instead of failing
 )
 
 
@@ -40,31 +39,16 @@ class ReIDRetrieval:
         if not isinstance(dataset, ReIDDataset):
             raise ValueError(f"config.evals.{name}: a reid_retrieval evaluator needs a ReID dataset, "
                              "which this task does not supply")
-        self.dataset = dataset
-        self._checked: tuple[list, list] | None = None
+        self.dataset = dataset  # its images were checked when the task loaded it
 
     def check(self, mesh: jax.sharding.Mesh) -> None:
         check_batch_divisible(self.settings["batch_size"], mesh, f"config.evals.{self.name}.batch_size")
-
-    def _images(self) -> tuple[list, list]:
-        """Query and gallery records, every image decoded once (a corrupt file is
-        named, or skipped and counted with ``skip_corrupt``)."""
-        if self._checked is None:
-            from stra_jax.data.pipeline import check_images
-
-            skip = self.settings["skip_corrupt"]
-            query, bad_q = check_images(self.dataset.query, skip_corrupt=skip)
-            gallery, bad_g = check_images(self.dataset.gallery, skip_corrupt=skip)
-            if bad_q or bad_g:
-                print(f"{self.name}: skipped {len(bad_q)} corrupt query and {len(bad_g)} corrupt gallery images")
-            self._checked = (query, gallery)
-        return self._checked
 
     def run(self, model: Any, variables: dict[str, Any], mesh: jax.sharding.Mesh | None = None) -> dict[str, Any]:
         from stra_jax.evaluation.features import extract_features  # imports TensorFlow: only when run
 
         s = self.settings
-        query, gallery = self._images()
+        query, gallery = self.dataset.query, self.dataset.gallery
         start = time.perf_counter()
         kw = dict(batch_size=s["batch_size"], image_size=tuple(s["image_size"]), flip=s["flip"],
                   output=s["output"], mesh=mesh)

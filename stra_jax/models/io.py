@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from stra_jax.models.registry import create_model, model_kwargs
-from stra_jax.utils import atomic_directory, shape_mismatches
+from stra_jax.utils import atomic_directory, shape_mismatches, write_json_atomic
 
 FORMAT = "stra-jax-model/1"
 # The model directories a training workdir keeps (training/loop.py writes them).
@@ -62,6 +63,20 @@ def save_model(out_dir: str | os.PathLike, arch: str, kwargs: dict[str, Any],
             ckptr.save(staging / "variables", args=ocp.args.StandardSave(state))
         (staging / "model.json").write_text(json.dumps(spec, indent=2, sort_keys=True, default=list) + "\n")
     return Path(out_dir).absolute()
+
+
+def update_model_info(model_dir: str | os.PathLike, info: dict[str, Any]) -> None:
+    """Replace the ``info`` of a model directory's ``model.json`` (atomically)."""
+    spec = read_model_spec(model_dir)
+    write_json_atomic(Path(model_dir) / "model.json", {**spec, "info": info})
+
+
+def copy_model_dir(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Copy a model directory, replacing ``dest`` atomically."""
+    read_model_spec(src)  # fail clearly on a non-model directory
+    with atomic_directory(dest, overwrite=True) as staging:
+        shutil.copytree(src, staging, dirs_exist_ok=True)
+    return Path(dest).absolute()
 
 
 def read_model_spec(model_dir: str | os.PathLike) -> dict[str, Any]:

@@ -1,17 +1,20 @@
 """Person re-identification: identity classification + L_d, retrieval evaluation.
 
-Config keys read here: ``dataset`` (name, root, optional ``synthetic`` spec),
+Config keys read here: ``dataset`` (name, root, skip_corrupt, optional ``synthetic`` spec),
 ``input`` (image_size, augment), ``seed``, ``train.label_smoothing``,
 ``train.diversity_weight``. The evaluators (``config.evals``, usually one
 ``reid_retrieval``) get the dataset's query and gallery.
 """
 from __future__ import annotations
 
+import dataclasses
+import time
 from typing import Any, Iterable, Mapping
 
 import jax
 import numpy as np
 
+from stra_jax.data.image_check import check_images
 from stra_jax.data.reid import ReIDDataset, prepare_dataset
 from stra_jax.losses import identity_objective
 from stra_jax.tasks.base import Task
@@ -25,10 +28,27 @@ class ReIDTask(Task):
     dataset: ReIDDataset
 
     def load(self) -> str:
-        synthetic = self.config.dataset.get("synthetic")
-        self.dataset = prepare_dataset(self.config.dataset.name, self.data_root(),
-                                       synthetic.to_dict() if synthetic else None)
-        return self.dataset.summary()
+        """Read (or generate) the dataset, then decode every train, query and
+        gallery image once (cached in ``WORKDIR/cache``): a corrupt file stops
+        the run here, naming it, or with ``dataset.skip_corrupt`` is skipped."""
+        cfg = self.config.dataset
+        synthetic = cfg.get("synthetic")
+        dataset = prepare_dataset(cfg.name, self.data_root(), synthetic.to_dict() if synthetic else None)
+        cache = self.workdir / "cache" / f"images_ok_{cfg.name}.json" if self.workdir else None
+        start = time.perf_counter()
+        names = ("train", "query", "gallery")
+        # One check over all splits, so the error counts every bad file at once.
+        _, skipped = check_images([r for n in names for r in getattr(dataset, n)],
+                                  skip_corrupt=cfg.get("skip_corrupt", False), cache=cache)
+        bad = set(skipped)
+        splits = {n: tuple(r for r in getattr(dataset, n) if str(r.path) not in bad) for n in names}
+        self.dataset = dataclasses.replace(dataset, **splits)
+        total = sum(len(getattr(dataset, n)) for n in names)
+        note = f"checked {total} images in {time.perf_counter() - start:.1f} s"
+        if skipped:
+            note += f"; skipped {len(skipped)} corrupt (dataset.skip_corrupt): " + ", ".join(skipped[:5])
+            note += " ..." if len(skipped) > 5 else ""
+        return f"{self.dataset.summary()}\n{note}"
 
     @property
     def num_classes(self) -> int:
@@ -40,13 +60,14 @@ class ReIDTask(Task):
 
     def train_batches(self, *, epoch: int, start_step: int, global_batch: int, process_index: int,
                       process_count: int) -> Iterable[dict[str, np.ndarray]]:
-        from stra_jax.data.pipeline import Augment, train_dataset
+        from stra_jax.data.pipeline import Augment, numpy_batches, train_dataset
 
         cfg = self.config.input
-        return train_dataset(self.dataset.train, global_batch=global_batch, image_size=tuple(cfg.image_size),
-                             seed=self.config.seed, epoch=epoch, start_step=start_step,
-                             augmentation=Augment(**cfg.augment.to_dict()), process_index=process_index,
-                             process_count=process_count).as_numpy_iterator()
+        ds = train_dataset(self.dataset.train, global_batch=global_batch, image_size=tuple(cfg.image_size),
+                           seed=self.config.seed, epoch=epoch, start_step=start_step,
+                           augmentation=Augment(**cfg.augment.to_dict()), process_index=process_index,
+                           process_count=process_count)
+        return numpy_batches(ds, [r.path for r in self.dataset.train])
 
     def loss(self, outputs: dict[str, jax.Array], batch: dict[str, jax.Array],
              collections: Mapping[str, Any]) -> tuple[jax.Array, dict[str, jax.Array]]:

@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flip", action="store_true", help="average with the mirror image's features")
     parser.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images (counted)")
     args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error(f"--batch-size {args.batch_size}: expected a positive integer")
 
     from stra_jax.data.pipeline import check_images
     from stra_jax.data.reid.common import IMAGE_SUFFIXES, Record
@@ -36,7 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     from stra_jax.models.io import resolve_model_dir
 
     try:
-        height, width = (int(v) for v in args.image_size.lower().split("x"))
+        try:
+            height, width = (int(v) for v in args.image_size.lower().split("x"))
+        except ValueError:
+            raise ValueError(f"--image-size {args.image_size}: expected HxW, e.g. 256x128") from None
         folder = Path(args.images)
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: not a folder of images")

@@ -1,20 +1,23 @@
 """Orbax checkpoints of a run: keep the latest N and the best by one metric; resume.
 
 ``WORKDIR/checkpoints/<step>/{state, meta}``: ``state`` is the TrainState
-(StandardSave), ``meta`` JSON with the architecture, the epoch position and
-the metrics. A workdir holding another architecture's checkpoint is refused
-before anything is written.
+(StandardSave), ``meta`` JSON with the architecture, the step and whether an
+evaluation of that step is still pending. A workdir holding another
+architecture's checkpoint is refused before anything is written; a damaged
+step is moved to ``WORKDIR/checkpoints_damaged/`` and the previous one used.
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
-from stra_jax.utils import as_json, shape_mismatches
+from stra_jax.utils import as_json, shape_mismatches, tree_shapes
 
 BEST_METRIC = "reid/mAP"
 
@@ -43,31 +46,86 @@ def make_manager(workdir: str | Path, keep_last: int = 3, best_metric: str = BES
 
 
 def save(manager: ocp.CheckpointManager, state: Any, meta: dict[str, Any],
-         metrics: dict[str, float] | None = None) -> None:
+         metrics: dict[str, float] | None = None, *, replace: bool = False) -> None:
+    """Save ``state`` at its step. ``replace=True`` rewrites an existing step
+    (used to attach the evaluation's metrics to the checkpoint saved before it)."""
     step = int(jax.device_get(state.step))
+    if replace and step in manager.all_steps():
+        manager.delete(step)
     manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                meta=ocp.args.JsonSave(meta)),
                  metrics=metrics, force=True)
     manager.wait_until_finished()
 
 
+def _short(err: BaseException) -> str:
+    lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
+    return f"{type(err).__name__}: {lines[-1] if lines else ''}"[:300]
+
+
+def quarantine(manager: ocp.CheckpointManager, step: int, why: str) -> Path:
+    """Move a damaged step aside (never delete it) to ``checkpoints_damaged/`` next
+    to the checkpoints, say so, and forget it."""
+    src = manager.directory / str(step)
+    dest_root = manager.directory.parent / "checkpoints_damaged"
+    dest = dest_root / str(step)
+    if jax.process_index() == 0:
+        dest_root.mkdir(parents=True, exist_ok=True)
+        n = 1
+        while dest.exists():
+            dest, n = dest_root / f"{step}.{n}", n + 1
+        shutil.move(str(src), str(dest))
+        print(f"checkpoint {src} is damaged ({why}); moved to {dest} and skipped", flush=True)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(f"quarantine {step}")
+    manager.reload()
+    return dest
+
+
 def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any,
                    expected_meta: dict[str, Any]) -> tuple[Any, dict[str, Any]] | None:
-    """The latest (state, meta), or None for a fresh workdir. Fails clearly if the
-    checkpoint is of another model (arch, options or parameter shapes)."""
-    step = manager.latest_step()
-    if step is None:
-        return None
-    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    """The newest (state, meta) that restores, or None for a fresh workdir.
+
+    A step that does not restore (missing or truncated files, missing metadata)
+    is moved to ``checkpoints_damaged/`` and the next older one is tried. A
+    readable checkpoint of another model (arch, options or state shapes) is
+    refused with a ValueError, nothing touched.
+    """
     expected_meta = as_json(expected_meta)  # tuples -> lists, as saved
-    where = manager.directory / str(step)
-    for key in ("arch", "model_kwargs"):
-        if meta.get(key) != expected_meta.get(key):
-            raise ValueError(f"{where}: checkpoint holds {key}={meta.get(key)!r}, this run has "
-                             f"{expected_meta.get(key)!r}; use another --workdir (nothing was overwritten)")
-    saved = manager.item_metadata(step)["state"]
-    problems = shape_mismatches(abstract_state, saved)
-    if problems:
-        raise ValueError(f"{where}: checkpoint does not match this run's state:\n  " + "\n  ".join(problems))
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
-    return restored["state"], meta
+    damaged = 0
+    for step in sorted(manager.all_steps(), reverse=True):
+        where = manager.directory / str(step)
+        try:
+            meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        except Exception as err:  # orbax/tensorstore raise many types for unreadable files
+            quarantine(manager, step, f"meta does not read: {_short(err)}")
+            damaged += 1
+            continue
+        for key in ("arch", "model_kwargs"):
+            if meta.get(key) != expected_meta.get(key):
+                raise ValueError(f"{where}: checkpoint holds {key}={meta.get(key)!r}, this run has "
+                                 f"{expected_meta.get(key)!r}; use another --workdir (nothing was overwritten)")
+        try:
+            saved = manager.item_metadata(step)["state"]
+        except Exception:  # noqa: BLE001 - unreadable metadata counts as missing
+            saved = None
+        if saved is None or not tree_shapes(saved):
+            quarantine(manager, step, "its state metadata (_METADATA) is missing or unreadable")
+            damaged += 1
+            continue
+        problems = shape_mismatches(abstract_state, saved)
+        if problems:
+            raise ValueError(f"{where}: checkpoint does not match this run's state (another optimiser or "
+                             "model option?); use another --workdir:\n  " + "\n  ".join(problems))
+        try:
+            restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
+        except Exception as err:  # missing or truncated array files
+            quarantine(manager, step, f"state does not restore: {_short(err)}")
+            damaged += 1
+            continue
+        if damaged:
+            print(f"resuming from step {step}, the newest checkpoint that restores", flush=True)
+        return restored["state"], meta
+    if damaged:
+        print(f"all {damaged} checkpoints were damaged (moved aside); starting from scratch", flush=True)
+    return None

@@ -18,6 +18,7 @@ Workdir layout::
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -27,18 +28,24 @@ import numpy as np
 
 from stra_jax.evaluation.evaluators import run_evaluators, scalars, tables
 from stra_jax.models import abstract_variables, create_model, frozen_param_mask, init_variables, load_model
-from stra_jax.models.io import MODEL_BEST, MODEL_LAST, read_model_spec, save_model
+from stra_jax.models.io import (MODEL_BEST, MODEL_LAST, copy_model_dir, read_model_spec, save_model,
+                                update_model_info)
 from stra_jax.sharding import host_batch_to_global, make_mesh, replicated
 from stra_jax.tasks import make_task
 from stra_jax.training import checkpoint
+from stra_jax.training.interrupt import Interrupted, SignalGuard
 from stra_jax.training.optim import make_optimizer, step_decay_schedule
 from stra_jax.training.state import TrainState
 from stra_jax.training.step import make_train_step
+from stra_jax.training.validate import check_train_config, check_workdir
 from stra_jax.training.writers import MetricWriter
 from stra_jax.utils import shape_mismatches, write_json_atomic
 
 class NonFiniteLoss(RuntimeError):
     pass
+
+
+__all__ = ["Interrupted", "NonFiniteLoss", "train_and_evaluate"]
 
 
 def initial_variables(config, model) -> dict[str, Any]:
@@ -82,11 +89,37 @@ def _best_so_far(workdir: Path, metric: str) -> float:
     return checkpoint.metric_value(logged, metric)
 
 
+def announce_outputs(workdir: Path, best_metric: str, keep: int) -> None:
+    print(f"workdir {workdir}\n"
+          f"  checkpoints    {workdir / 'checkpoints'} (last {keep} + best by {best_metric}; rerun to resume)\n"
+          f"  models         {workdir / MODEL_BEST}, {workdir / MODEL_LAST} (for eval.py, extract_features)\n"
+          f"  metrics        {workdir / 'metrics.jsonl'}, TensorBoard {workdir / 'tensorboard'}\n"
+          f"  config, final  {workdir / 'config.json'}, {workdir / 'final_metrics.json'}", flush=True)
+
+
 def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
     """Train ``config`` in ``workdir`` (resuming if it holds a checkpoint); returns
-    the final evaluation metrics (``"<evaluator>/<metric>"``)."""
+    the final evaluation metrics (``"<evaluator>/<metric>"``).
+
+    Bad settings fail before anything is created. SIGINT/SIGTERM save a
+    checkpoint at the current step and raise :class:`Interrupted`; a workdir
+    this call created is removed again if it fails before training starts.
+    """
     workdir = Path(workdir).absolute()
-    workdir.mkdir(parents=True, exist_ok=True)
+    check_train_config(config)
+    check_workdir(workdir)
+    created = not workdir.exists()
+    progress = {"started": False}
+    with SignalGuard() as guard:
+        try:
+            return _train(config, workdir, guard, progress)
+        except BaseException:
+            if created and not progress["started"] and jax.process_index() == 0:
+                shutil.rmtree(workdir, ignore_errors=True)
+            raise
+
+
+def _train(config, workdir: Path, guard: SignalGuard, progress: dict[str, bool]) -> dict[str, Any]:
     cfg = config.train
     task = make_task(config, workdir)
     print(task.load())
@@ -102,7 +135,8 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
     model = create_model(config.model.name, **model_kwargs)
     per_epoch = task.num_train_examples // cfg.batch_size
     if per_epoch < 1:
-        raise ValueError(f"{task.num_train_examples} training examples < one batch of {cfg.batch_size}")
+        raise ValueError(f"{task.num_train_examples} training examples < one batch of train.batch_size="
+                         f"{cfg.batch_size}")
     total_steps = per_epoch * cfg.epochs
     frozen_steps = per_epoch * cfg.frozen_epochs
     schedule = step_decay_schedule(cfg.lr, per_epoch, decay_every_epochs=cfg.lr_decay_every, gamma=cfg.lr_gamma)
@@ -113,66 +147,104 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
                         frozen_steps=frozen_steps, b1=cfg.b1, b2=cfg.b2)
 
     best_metric = cfg.get("best_metric", checkpoint.BEST_METRIC)
+    workdir.mkdir(parents=True, exist_ok=True)
     manager = checkpoint.make_manager(workdir, keep_last=cfg.keep_checkpoints, best_metric=best_metric)
     meta = {"arch": config.model.name, "model_kwargs": model_kwargs}
     abstract_state = jax.eval_shape(lambda: TrainState.create(abstract_variables(model), tx))
     restored = checkpoint.restore_latest(manager, abstract_state, meta)
+    pending_eval = False
     if restored is None:
         state = TrainState.create(initial_variables(config, model), tx)
     else:
-        state = restored[0]
+        state, saved_meta = restored
+        pending_eval = bool(saved_meta.get("pending_eval")) and bool(evaluators)
         print(f"resumed from step {int(state.step)} in {manager.directory}")
     state = jax.device_put(state, replicated(mesh))
     write_json_atomic(workdir / "config.json", config.to_dict())
+    announce_outputs(workdir, best_metric, cfg.keep_checkpoints)
 
     step_kw = dict(accum_steps=cfg.accum_steps, seed=config.seed)
     open_step = make_train_step(model, tx, schedule, mesh, task.loss, **step_kw)
     frozen_step = make_train_step(model, tx, schedule, mesh, task.loss, frozen=frozen_groups, **step_kw)
 
-    def evaluate_and_save(step: int) -> dict[str, Any]:
-        metrics = run_evaluators(evaluators, model, state.variables, mesh)
+    def save(step: int, **extra: Any) -> None:
+        with guard.deferred():
+            checkpoint.save(manager, state, dict(meta, step=step, **extra))
+
+    def evaluate_and_save(step: int, saved: bool = False) -> dict[str, Any]:
+        """Checkpoint first (marked pending), then evaluate: a failed or
+        interrupted evaluation never costs the epoch; it reruns on resume."""
+        info = {"step": step, "epoch": step // per_epoch, "metrics": {}, "config": config.to_dict()}
+        if not saved:
+            save(step, pending_eval=True)
+            with guard.deferred():
+                write_model_dir(workdir / MODEL_LAST, config.model.name, model_kwargs, state.variables, info)
+        with guard.immediate(f"during the evaluation of step {step}: its checkpoint is saved and the "
+                             "evaluation reruns when you rerun the same command"):
+            metrics = run_evaluators(evaluators, model, state.variables, mesh)
         logged = scalars(metrics)
-        writer.write(step, {f"eval/{k}": v for k, v in logged.items()})
-        print(f"evaluation at step {step} (epoch {step // per_epoch}):\n{tables(evaluators, metrics)}", flush=True)
-        checkpoint.save(manager, state, dict(meta, step=step), metrics=logged)
-        info = {"step": step, "epoch": step // per_epoch, "metrics": logged, "config": config.to_dict()}
-        write_model_dir(workdir / MODEL_LAST, config.model.name, model_kwargs, state.variables, info)
-        if best_metric in logged and logged[best_metric] > _best_so_far(workdir, best_metric):
-            write_model_dir(workdir / MODEL_BEST, config.model.name, model_kwargs, state.variables, info)
+        with guard.deferred():
+            writer.write(step, {f"eval/{k}": v for k, v in logged.items()})
+            print(f"evaluation at step {step} (epoch {step // per_epoch}):\n{tables(evaluators, metrics)}",
+                  flush=True)
+            checkpoint.save(manager, state, dict(meta, step=step), metrics=logged, replace=True)
+            info["metrics"] = logged
+            if jax.process_index() == 0:
+                if not (workdir / MODEL_LAST).is_dir():
+                    write_model_dir(workdir / MODEL_LAST, config.model.name, model_kwargs, state.variables, info)
+                update_model_info(workdir / MODEL_LAST, info)
+                if best_metric in logged and logged[best_metric] > _best_so_far(workdir, best_metric):
+                    copy_model_dir(workdir / MODEL_LAST, workdir / MODEL_BEST)
         return metrics
 
-    writer = MetricWriter(workdir)
     step = int(state.step)
+    writer = MetricWriter(workdir, resume_step=step, drop_eval_at_resume=pending_eval)
+    progress["started"] = True
     final: dict[str, Any] = {}
     pending: list[tuple[int, Any]] = []
     start_time, start_step = time.perf_counter(), step
-    progress = ("loss",) + tuple(task.progress_metrics)
+    shown = ("loss",) + tuple(task.progress_metrics)
+    resume_hint = "rerun the same command to resume"
     try:
+        if pending_eval:
+            print(f"step {step}: its evaluation did not finish; running it first")
+            final = evaluate_and_save(step, saved=True)
         while step < total_steps:
-            epoch, in_epoch = divmod(step, per_epoch)
-            batches = task.train_batches(epoch=epoch, start_step=in_epoch, global_batch=cfg.batch_size,
-                                         process_index=jax.process_index(), process_count=jax.process_count())
-            for batch in batches:
-                fn = frozen_step if step < frozen_steps else open_step
-                state, metrics = fn(state, host_batch_to_global(batch, mesh))
-                step += 1
-                pending.append((step, metrics))
-                mid_epoch = step % per_epoch != 0  # epoch ends are saved below, with metrics
-                save_now = bool(cfg.checkpoint_every_steps) and step % cfg.checkpoint_every_steps == 0
-                # Flush (which checks the loss is finite) before any save: no NaN state is saved.
-                if step % cfg.log_every == 0 or not mid_epoch or save_now:
-                    _flush(pending, writer, step, total_steps, start_time, start_step, cfg.batch_size, progress)
-                if save_now and mid_epoch:
-                    checkpoint.save(manager, state, dict(meta, step=step))
-                if not mid_epoch:
-                    break
-            epoch_done = step // per_epoch
-            if evaluators and (epoch_done % cfg.eval_every_epochs == 0 or step == total_steps):
+            with guard.deferred():  # signals wait for the step in flight, then save it
+                epoch, in_epoch = divmod(step, per_epoch)
+                batches = task.train_batches(epoch=epoch, start_step=in_epoch, global_batch=cfg.batch_size,
+                                             process_index=jax.process_index(),
+                                             process_count=jax.process_count())
+                for batch in batches:
+                    fn = frozen_step if step < frozen_steps else open_step
+                    state, metrics = fn(state, host_batch_to_global(batch, mesh))
+                    step += 1
+                    pending.append((step, metrics))
+                    mid_epoch = step % per_epoch != 0  # epoch ends are saved below, with metrics
+                    save_now = bool(cfg.checkpoint_every_steps) and step % cfg.checkpoint_every_steps == 0
+                    # Flush (which checks the loss is finite) before any save: no NaN state is saved.
+                    if step % cfg.log_every == 0 or not mid_epoch or save_now or guard.requested:
+                        _flush(pending, writer, step, total_steps, start_time, start_step, cfg.batch_size, shown)
+                    if mid_epoch and (save_now or guard.requested):
+                        save(step)
+                    if mid_epoch and guard.requested:
+                        raise guard.interrupted(f"at step {step}: checkpoint saved in {manager.directory}; "
+                                                + resume_hint)
+                    if not mid_epoch:
+                        break
+                epoch_done = step // per_epoch
+                evaluate_now = bool(evaluators) and (epoch_done % cfg.eval_every_epochs == 0 or step == total_steps)
+                if guard.requested:  # epoch end: save it; its evaluation (if due) runs on resume
+                    save(step, pending_eval=evaluate_now)
+                    raise guard.interrupted(f"at step {step} (end of epoch {epoch_done}): checkpoint saved in "
+                                            f"{manager.directory}; " + resume_hint)
+            if evaluate_now:
                 final = evaluate_and_save(step)
             elif epoch_done % cfg.checkpoint_every_epochs == 0 or step == total_steps:
-                checkpoint.save(manager, state, dict(meta, step=step))
+                save(step)
                 info = {"step": step, "epoch": epoch_done, "metrics": {}, "config": config.to_dict()}
-                write_model_dir(workdir / MODEL_LAST, config.model.name, model_kwargs, state.variables, info)
+                with guard.deferred():
+                    write_model_dir(workdir / MODEL_LAST, config.model.name, model_kwargs, state.variables, info)
         if not final and evaluators:  # resumed a finished run: evaluate its final state once more
             final = run_evaluators(evaluators, model, state.variables, mesh)
     finally:

@@ -6,18 +6,45 @@ from pathlib import Path
 
 import jax
 
+from stra_jax.utils import atomic_file
+
+
+def truncate_log(path: Path, resume_step: int, drop_eval_at_resume: bool) -> None:
+    """Drop the rows a resumed run will write again: every row after
+    ``resume_step`` (written after the checkpoint it resumes from) and, when that
+    step's evaluation is still pending, its ``eval/`` row. Rewritten atomically."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill
+        step = row.get("step", 0)
+        is_eval = any(k.startswith("eval/") for k in row)
+        if step < resume_step or (step == resume_step and not (drop_eval_at_resume and is_eval)):
+            kept.append(line + "\n")
+    with atomic_file(path) as f:
+        f.write("".join(kept))
+
 
 class MetricWriter:
     """``write(step, {name: value})`` appends one JSON line to ``metrics.jsonl``
-    and writes TensorBoard scalars under ``tensorboard/``. Only process 0 writes."""
+    and writes TensorBoard scalars under ``tensorboard/``. Only process 0 writes.
 
-    def __init__(self, workdir: str | Path) -> None:
+    ``resume_step``: the step training continues from; rows the interrupted run
+    wrote past it are dropped first, so a resumed log has no duplicates.
+    """
+
+    def __init__(self, workdir: str | Path, resume_step: int = 0, drop_eval_at_resume: bool = False) -> None:
         self.enabled = jax.process_index() == 0
         if not self.enabled:
             return
         import tensorflow as tf
 
         workdir = Path(workdir)
+        truncate_log(workdir / "metrics.jsonl", resume_step, drop_eval_at_resume)
         self._jsonl = open(workdir / "metrics.jsonl", "a")
         self._tf = tf
         self._tb = tf.summary.create_file_writer(str(workdir / "tensorboard"))

@@ -69,7 +69,11 @@ def parse_market_folder(folder: Path, num_cameras: int, dataset: str) -> list[Re
         if match is None:
             raise ValueError(f"{path}: file name does not follow {dataset}'s PPPP_cC... convention "
                              f"(pattern {MARKET_NAME.pattern!r})")
-        pid, cam = int(match.group(1)), int(match.group(2))
+        try:
+            pid, cam = int(match.group(1)), int(match.group(2))
+        except ValueError:  # e.g. "00-1_c1...": the pattern allows '-' anywhere in the id
+            raise ValueError(f"{path}: file name does not follow {dataset}'s PPPP_cC... convention "
+                             f"(person id {match.group(1)!r} is not an integer)") from None
         if pid == -1:
             continue  # junk images: ignored by the protocol
         if pid < 0 or not 1 <= cam <= num_cameras:

@@ -1,0 +1,61 @@
+"""Up-front checks of a training config and workdir: one clear error before
+anything is created, instead of a ZeroDivisionError or an untrained "result"."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+# key of config.train -> (lowest allowed value, whether it must be an integer)
+_TRAIN_MINIMA: dict[str, tuple[float, bool]] = {
+    "epochs": (1, True), "batch_size": (1, True), "accum_steps": (1, True), "frozen_epochs": (0, True),
+    "lr_decay_every": (1, True), "log_every": (1, True), "eval_every_epochs": (1, True),
+    "checkpoint_every_epochs": (1, True), "checkpoint_every_steps": (0, True), "keep_checkpoints": (1, True),
+    "weight_decay": (0.0, False), "diversity_weight": (0.0, False),
+}
+
+
+def check_train_config(config: Any) -> None:
+    """Raise ValueError naming the first ``config.train`` / ``config.input`` value
+    that cannot work (non-positive sizes and counts, lr <= 0, ...)."""
+    train = config.train
+    for key, (lowest, integer) in _TRAIN_MINIMA.items():
+        if key not in train:
+            continue
+        value = train[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and value != int(value)):
+            raise ValueError(f"train.{key}={value!r}: expected {'an integer' if integer else 'a number'} >= {lowest}")
+        if value < lowest:
+            raise ValueError(f"train.{key}={value!r}: expected {'an integer' if integer else 'a number'} >= {lowest}")
+    for key in ("lr", "lr_gamma"):
+        if key in train and not train[key] > 0:
+            raise ValueError(f"train.{key}={train[key]!r}: expected a number > 0")
+    if "label_smoothing" in train and not 0.0 <= train.label_smoothing <= 1.0:
+        raise ValueError(f"train.label_smoothing={train.label_smoothing!r}: expected a number in [0, 1]")
+    if train.frozen_epochs > train.epochs:
+        raise ValueError(f"train.frozen_epochs={train.frozen_epochs} > train.epochs={train.epochs}: "
+                         "the run would end frozen")
+    size = config.get("input", {}).get("image_size")
+    if size is not None and (len(size) != 2 or any(int(v) < 1 for v in size)):
+        raise ValueError(f"input.image_size={tuple(size)!r}: expected (height, width), both >= 1")
+
+
+def check_workdir(workdir: Path) -> None:
+    """The workdir (or the nearest existing parent that will hold it) must be a
+    writable directory; checked before anything is created."""
+    path = workdir
+    while not path.exists():
+        path = path.parent
+    if not path.is_dir():
+        raise ValueError(f"workdir {workdir}: {path} is a file, expected a directory")
+    problem = None if os.access(path, os.W_OK | os.X_OK) else "no write permission"
+    if problem is None:
+        try:  # os.access says yes to root on a read-only mount's directories in some setups
+            fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=path)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as err:
+            problem = err.strerror or str(err)
+    if problem:
+        raise ValueError(f"workdir {workdir}: {path} is not writable ({problem}); choose another --workdir")
