@@ -78,8 +78,8 @@ def main(argv=None) -> None:
     parser.add_argument("--kernels", type=int, nargs="+", default=[3, 5, 7])
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
-    parser.add_argument("--implementations", nargs="+", choices=["shift", "patches"],
-                        default=["shift"], help="local-attention neighbour gathering to time")
+    parser.add_argument("--implementations", nargs="+", choices=["auto", "fused", "shift", "patches"],
+                        default=["fused", "shift"], help="local-attention neighbour gathering to time")
     args = parser.parse_args(argv)
 
     dtype = jnp.dtype(args.dtype)

@@ -22,6 +22,9 @@ CASES = [
     ("g4_k5_stride2_local_only_train", 4, 5, 2, 1, "sigmoid", False, True, True, (5, 5), "shift"),
     ("patches_g8_k5_train", 8, 5, 1, 1, "sigmoid", True, True, True, (7, 5), "patches"),
     ("patches_g4_k3_stride2_dil2_eval", 4, 3, 2, 2, "softmax", True, True, False, (7, 6), "patches"),
+    ("fused_g4_k3_sigmoid_train", 4, 3, 1, 1, "sigmoid", True, True, True, (7, 5), "fused"),
+    ("fused_g8_k5_stride2_softmax_train", 8, 5, 2, 1, "softmax", True, True, True, (7, 6), "fused"),
+    ("fused_g4_k3_stride2_dil2_local_only_eval", 4, 3, 2, 2, "sigmoid", False, True, False, (7, 6), "fused"),
 ]
 CHANNELS = 32
 REDUCTION = 4

@@ -9,7 +9,8 @@ from typing import Any
 
 GATES = ("sigmoid", "softmax")
 STRIDES = (1, 2)
-IMPLEMENTATIONS = ("shift", "patches")
+IMPLEMENTATIONS = ("auto", "fused", "shift", "patches")
+GROUPED_CONVS = ("auto", "einsum", "conv")
 
 
 def _is_int(value: Any) -> bool:
@@ -42,6 +43,11 @@ def check_gate(gate: Any) -> None:
 def check_implementation(implementation: Any) -> None:
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"implementation={implementation!r}: expected one of {IMPLEMENTATIONS}")
+
+
+def check_grouped_conv(grouped_conv: Any) -> None:
+    if grouped_conv not in GROUPED_CONVS:
+        raise ValueError(f"grouped_conv={grouped_conv!r}: expected one of {GROUPED_CONVS}")
 
 
 def check_local_attention(heads: Any, kernel_size: Any, reduction: Any, stride: Any, dilation: Any,

@@ -31,33 +31,10 @@ import jax.numpy as jnp
 
 from stra_jax.layers import checks
 from stra_jax.layers.conv import conv1x1
+from stra_jax.layers.fused_local import attend_shifted
+from stra_jax.layers.window import local_attention_weights, shifted_neighbours, window_padding
 from stra_jax.layers.norm import batch_norm
 from stra_jax.layers.precision import accum_dtype, upcast
-
-
-def window_padding(kernel_size: int, dilation: int, stride: int) -> int:
-    """Zero padding p = ((K-1)*d + 2 - s) // 2, giving ceil(H/s) centred windows."""
-    return ((kernel_size - 1) * dilation + 2 - stride) // 2
-
-
-def shifted_neighbours(x: jax.Array, kernel_size: int, stride: int, dilation: int) -> list[jax.Array]:
-    """The K*K zero-padded neighbour maps of (B, H, W, C), each (B, H', W', C).
-
-    Entry k = ky*K + kx (row-major, PyTorch ``nn.Unfold`` order) holds, at output
-    node o, the input node s*o + ((ky, kx) - (K-1)/2) * d. Built from one pad and
-    K*K strided slices: no K*K-times larger tensor is needed by the caller, and
-    the backward pass is a pad/add, unlike an identity-kernel convolution.
-    """
-    pad = window_padding(kernel_size, dilation, stride)
-    _, h, w, _ = x.shape
-    ho, wo = -(-h // stride), -(-w // stride)
-    xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    span_h, span_w = stride * (ho - 1) + 1, stride * (wo - 1) + 1
-    return [
-        xp[:, ky * dilation: ky * dilation + span_h: stride, kx * dilation: kx * dilation + span_w: stride]
-        for ky in range(kernel_size)
-        for kx in range(kernel_size)
-    ]
 
 
 def unfold_neighbourhoods(
@@ -81,17 +58,6 @@ def unfold_neighbourhoods(
     # The patch feature axis is channel-major: c * K*K + k.
     b, h, w, _ = patches.shape
     return patches.reshape(b, h, w, x.shape[-1], kernel_size * kernel_size)
-
-
-def local_attention_weights(omega: jax.Array, nu_neighbours: jax.Array) -> jax.Array:
-    """Eq. 4: a_ij = softmax over the window j of (omega(x_i)_j + nu(x_j)).
-
-    omega, nu_neighbours: (B, H', W', G, K*K). Zero-padded neighbours take part
-    with nu = 0, as in the authors' code. Returns weights (at least float32) summing to 1
-    over the last axis.
-    """
-    logits = upcast(omega) + upcast(nu_neighbours)
-    return jax.nn.softmax(logits, axis=-1)
 
 
 def aggregate_neighbours(weights: jax.Array, value_neighbours: jax.Array) -> jax.Array:
@@ -125,6 +91,21 @@ def aggregate_shifted(weights: jax.Array, shifted_values: list[jax.Array]) -> ja
     return total.reshape(b, h, w, c).astype(shifted_values[0].dtype)
 
 
+# What implementation="auto" picks per backend. CPU measured (benchmarks/attention.py:
+# "fused" 3-4x faster forward+backward than "shift", "patches" far slower); GPU and
+# TPU not measured yet: "fused" stores less for the backward pass, so it is used there
+# too until a measurement says otherwise.
+AUTO_ATTENTION = {"cpu": "fused", "gpu": "fused", "tpu": "fused"}
+
+
+def resolve_attention(implementation: str) -> str:
+    """``"auto"`` -> the local-attention formulation for the default backend."""
+    checks.check_implementation(implementation)
+    if implementation == "auto":
+        return AUTO_ATTENTION.get(jax.default_backend(), "fused")
+    return implementation
+
+
 class LocalAttention(nn.Module):
     """Multi-head local attention (Eq. 4) replacing a K x K convolution.
 
@@ -133,9 +114,13 @@ class LocalAttention(nn.Module):
     ``logit_conv2`` (grouped 1x1 -> heads*(1+K*K), bias), ``logit_bn2``,
     ``value_conv`` (grouped 1x1 C -> C, no bias).
 
-    ``implementation``: ``"shift"`` (default) sums K*K shifted value maps;
-    ``"patches"`` unfolds with ``jax.lax.conv_general_dilated_patches``. Both give
-    the same numbers; "shift" is 10-100x faster forward+backward on CPU.
+    ``implementation`` (how neighbours are gathered; all give the same numbers):
+    ``"fused"`` sums K*K shifted value maps with a hand-written backward pass
+    (:mod:`stra_jax.layers.fused_local`); ``"shift"`` is the same forward left to
+    autodiff; ``"patches"`` unfolds with ``jax.lax.conv_general_dilated_patches``;
+    ``"auto"`` (default) picks per backend (``AUTO_ATTENTION``). ``grouped_conv``:
+    how the grouped 1x1 convolutions run (``"auto"``, ``"einsum"``, ``"conv"``,
+    see :func:`stra_jax.layers.conv.conv1x1`); parameters are the same for all.
     """
 
     heads: int = 8
@@ -143,13 +128,15 @@ class LocalAttention(nn.Module):
     reduction: int = 4
     stride: int = 1
     dilation: int = 1
-    implementation: str = "shift"
+    implementation: str = "auto"
+    grouped_conv: str = "auto"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
     def __post_init__(self) -> None:
         checks.check_local_attention(self.heads, self.kernel_size, self.reduction, self.stride,
                                      self.dilation, self.implementation)
+        checks.check_grouped_conv(self.grouped_conv)
         super().__post_init__()
 
     @nn.compact
@@ -163,14 +150,16 @@ class LocalAttention(nn.Module):
                 f"LocalAttention: reduction={self.reduction} gives channels // reduction = {hidden} "
                 f"logit channels for channels={channels}; expected a positive multiple of heads={heads}"
             )
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, implementation=self.grouped_conv)
         x = x.astype(self.dtype)
+        implementation = resolve_attention(self.implementation)
 
         # Logit branch T: grouped 1x1 -> BN -> tanh -> grouped 1x1 -> BN.
         t = conv1x1(hidden, groups=heads, use_bias=True, name="logit_conv1", **kw)(x)
-        t = jnp.tanh(batch_norm(train, name="logit_bn1", **kw)(t))
+        bn = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        t = jnp.tanh(batch_norm(train, name="logit_bn1", **bn)(t))
         t = conv1x1(heads * (1 + k * k), groups=heads, use_bias=True, name="logit_conv2", **kw)(t)
-        t = batch_norm(train, name="logit_bn2", **kw)(t)
+        t = batch_norm(train, name="logit_bn2", **bn)(t)
 
         nu = t[..., :heads]  # one logit per head and node: nu(x_j)
         omega = t[:, ::s, ::s, heads:]  # K*K logits per head at window centres
@@ -178,7 +167,11 @@ class LocalAttention(nn.Module):
         omega = omega.reshape(b, ho, wo, heads, k * k)
         values = conv1x1(channels, groups=heads, use_bias=False, name="value_conv", **kw)(x)
 
-        if self.implementation == "patches":
+        if implementation == "fused":
+            out = attend_shifted(nu, omega, values.reshape(*values.shape[:3], heads, channels // heads),
+                                 k, s, self.dilation)
+            return out.reshape(b, ho, wo, channels)
+        if implementation == "patches":
             weights = local_attention_weights(omega, unfold_neighbourhoods(nu, k, s, self.dilation))
             value_neighbours = unfold_neighbourhoods(values, k, s, self.dilation)
             value_neighbours = value_neighbours.reshape(b, ho, wo, heads, channels // heads, k * k)

@@ -116,6 +116,7 @@ class ModeAttention(nn.Module):
     gate: str = "sigmoid"
     mode_interaction: bool = True
     mask_hidden_per_head: int = 8
+    grouped_conv: str = "auto"  # see stra_jax.layers.conv.conv1x1; same parameters for all
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -123,6 +124,7 @@ class ModeAttention(nn.Module):
         checks.check_positive_int("heads", self.heads)
         checks.check_gate(self.gate)
         checks.check_positive_int("mask_hidden_per_head", self.mask_hidden_per_head)
+        checks.check_grouped_conv(self.grouped_conv)
         super().__post_init__()
 
     @nn.compact
@@ -133,9 +135,10 @@ class ModeAttention(nn.Module):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         s = s.astype(self.dtype)
 
-        m = conv1x1(self.mask_hidden_per_head * g, groups=g, use_bias=True, name="mask_conv1", **kw)(s)
+        conv = dict(kw, implementation=self.grouped_conv)
+        m = conv1x1(self.mask_hidden_per_head * g, groups=g, use_bias=True, name="mask_conv1", **conv)(s)
         m = jnp.tanh(batch_norm(train, name="mask_bn1", **kw)(m))
-        m = conv1x1(g, groups=g, use_bias=True, name="mask_conv2", **kw)(m)
+        m = conv1x1(g, groups=g, use_bias=True, name="mask_conv2", **conv)(m)
         masks = spatial_mode_masks(batch_norm(train, name="mask_bn2", **kw)(m))
         # Not during init: ``init`` returns every collection it wrote, and a stale
         # L_d fed back through ``apply`` would be added to the new one.

@@ -23,8 +23,9 @@ class StRAttention(nn.Module):
 
     Ablations (paper Table 3): ``mode_attention=False`` is local attention only,
     ``mode_interaction=False`` drops Eq. 6, ``gate="softmax"`` gates across modes.
-    ``implementation`` picks how local attention gathers neighbours (see
-    :class:`LocalAttention`).
+    ``implementation`` picks how local attention gathers neighbours and
+    ``grouped_conv`` how the grouped 1x1 convolutions run (see
+    :class:`LocalAttention`); neither changes parameters or outputs.
     """
 
     heads: int = 8
@@ -35,7 +36,8 @@ class StRAttention(nn.Module):
     gate: str = "sigmoid"
     mode_attention: bool = True
     mode_interaction: bool = True
-    implementation: str = "shift"
+    implementation: str = "auto"
+    grouped_conv: str = "auto"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -44,6 +46,7 @@ class StRAttention(nn.Module):
         checks.check_local_attention(self.heads, self.kernel_size, self.reduction, self.stride,
                                      self.dilation, self.implementation)
         checks.check_gate(self.gate)
+        checks.check_grouped_conv(self.grouped_conv)
         super().__post_init__()
 
     @nn.compact
@@ -57,6 +60,7 @@ class StRAttention(nn.Module):
             stride=self.stride,
             dilation=self.dilation,
             implementation=self.implementation,
+            grouped_conv=self.grouped_conv,
             name="local",
             **kw,
         )(x, train=train)
@@ -65,6 +69,7 @@ class StRAttention(nn.Module):
                 heads=self.heads,
                 gate=self.gate,
                 mode_interaction=self.mode_interaction,
+                grouped_conv=self.grouped_conv,
                 name="mode",
                 **kw,
             )(y, train=train)

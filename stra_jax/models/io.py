@@ -111,7 +111,7 @@ def load_model(model_dir: str | os.PathLike, *, expect_arch: str | None = None,
 
     ``expect_arch``: fail clearly if the directory holds another architecture.
     ``overrides`` may change computation-only options (``dtype``,
-    ``attention_implementation``); anything that changes parameter shapes is
+    ``attention_implementation``, ``attention_grouped_conv``); anything that changes parameter shapes is
     reported as a mismatch.
     """
     spec = read_model_spec(model_dir)

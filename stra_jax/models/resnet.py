@@ -96,7 +96,8 @@ class ResNet(nn.Module):
     gate: str = "sigmoid"
     mode_attention: bool = True
     mode_interaction: bool = True
-    attention_implementation: str = "shift"
+    attention_implementation: str = "auto"  # computation only: see LocalAttention
+    attention_grouped_conv: str = "auto"    # computation only: see conv1x1
     embedding_dim: int | None = None
     head: str = "reid"
     classifier: str = "linear"
@@ -140,7 +141,8 @@ class ResNet(nn.Module):
         attention = dict(heads=self.heads, kernel_size=self.kernel_size, reduction=self.reduction,
                          gate=self.gate, mode_attention=self.mode_attention,
                          mode_interaction=self.mode_interaction,
-                         implementation=self.attention_implementation)
+                         implementation=self.attention_implementation,
+                         grouped_conv=self.attention_grouped_conv)
         for stage, blocks in enumerate(self.stage_sizes):
             planes = self.width * 2**stage
             stage_stride = 1 if stage == 0 else (self.last_stride if stage == 3 else 2)
