@@ -7,8 +7,14 @@ and input both differentiated. Peak memory is XLA's compiled estimate
 ``cost_analysis`` of the same forward+backward program.
 
     python benchmarks/attention.py                      # the table for K 3/5/7
+    python benchmarks/attention.py --dtype bfloat16
     python benchmarks/attention.py --batch 8 --iters 3  # quicker
-    python benchmarks/attention.py --implementations shift patches --iters 2
+    python benchmarks/attention.py --implementations fused shift patches --grouped-convs einsum conv
+    python benchmarks/attention.py --torch              # + the authors' PyTorch modules, same process
+
+"bound ms" is XLA's own count of bytes the program reads and writes
+(``cost_analysis``) divided by this machine's measured copy bandwidth: the time
+a purely memory-bound program would need, a floor no formulation beats.
 """
 from __future__ import annotations
 
@@ -57,6 +63,7 @@ def measure(module, x, iters):
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     flops = (cost or {}).get("flops", float("nan"))
+    traffic = (cost or {}).get("bytes accessed", float("nan"))
 
     jax.block_until_ready(compiled(params, x))  # warm-up
     times = []
@@ -65,7 +72,48 @@ def measure(module, x, iters):
         jax.block_until_ready(compiled(params, x))
         times.append(time.perf_counter() - start)
     n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
-    return float(np.median(times)), peak, flops, n_params
+    return float(np.median(times)), peak, flops, n_params, traffic
+
+
+def copy_bandwidth() -> float:
+    """Bytes/s of a jitted read+write of 256 MiB (this machine's streaming rate)."""
+    x = jnp.ones((64 * 2**20,), jnp.float32)
+    double = jax.jit(lambda a: a * 2.0).lower(x).compile()
+    jax.block_until_ready(double(x))
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        jax.block_until_ready(double(x))
+        times.append(time.perf_counter() - start)
+    return 2 * x.nbytes / float(np.median(times))
+
+
+def torch_rows(args) -> list[tuple[str, int, float]]:
+    """fwd+bwd ms of the authors' modules (tests/torch_reference.py) and nn.Conv2d, train mode."""
+    import torch
+
+    from tests import torch_reference as tr
+
+    torch.manual_seed(0)
+    x = torch.randn(args.batch, args.channels, args.height, args.width, requires_grad=True)
+    modules = [("torch conv3x3", 3, torch.nn.Conv2d(args.channels, args.channels, 3, padding=1, bias=False))]
+    for k in args.kernels:
+        stra = torch.nn.Sequential(tr.LocalAttn(args.channels, heads=args.heads, kernel_size=k),
+                                   tr.ModeAttention(args.channels, args.heads))
+        modules.append((f"torch StRA G{args.heads}", k, stra))
+    rows = []
+    for name, k, module in modules:
+        module.train()
+        times = []
+        for i in range(args.iters + 1):
+            start = time.perf_counter()
+            y = module(x)
+            loss = (y ** 2).mean()
+            loss.backward()
+            if i:  # the first call is a warm-up
+                times.append(time.perf_counter() - start)
+        rows.append((name, k, float(np.median(times))))
+    return rows
 
 
 def main(argv=None) -> None:
@@ -80,26 +128,42 @@ def main(argv=None) -> None:
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     parser.add_argument("--implementations", nargs="+", choices=["auto", "fused", "shift", "patches"],
                         default=["fused", "shift"], help="local-attention neighbour gathering to time")
+    parser.add_argument("--grouped-convs", nargs="+", choices=["auto", "einsum", "conv"], default=["einsum"],
+                        help="grouped 1x1 convolution formulations to time")
+    parser.add_argument("--torch", action="store_true", help="also time the PyTorch reference modules")
     args = parser.parse_args(argv)
 
     dtype = jnp.dtype(args.dtype)
     x = jax.random.normal(jax.random.key(0),
                           (args.batch, args.height, args.width, args.channels)).astype(dtype)
+    bandwidth = copy_bandwidth()
     rows = [("conv3x3", 3, *measure(Conv3x3(args.channels, dtype=dtype), x, args.iters))]
     for impl in args.implementations:
-        for k in args.kernels:
-            for mode_on, name in ((True, "StRA"), (False, "local only")):
-                block = StRAttention(heads=args.heads, kernel_size=k, mode_attention=mode_on,
-                                     implementation=impl, dtype=dtype)
-                rows.append((f"{name} G{args.heads} {impl}", k, *measure(block, x, args.iters)))
+        for grouped in args.grouped_convs:
+            for k in args.kernels:
+                for mode_on, name in ((True, "StRA"), (False, "local only")):
+                    block = StRAttention(heads=args.heads, kernel_size=k, mode_attention=mode_on,
+                                         implementation=impl, grouped_conv=grouped, dtype=dtype)
+                    rows.append((f"{name} G{args.heads} {impl}/{grouped}", k, *measure(block, x, args.iters)))
 
     print(f"# fwd+bwd, train mode, input {tuple(x.shape)} {args.dtype}, "
-          f"{jax.devices()[0].platform} x{jax.device_count()}, jax {jax.__version__}")
-    header = f"{'module':<26}{'K':>3}{'fwd+bwd ms':>12}{'peak MiB':>10}{'GFLOP':>9}{'params':>10}"
+          f"{jax.devices()[0].platform} x{jax.device_count()}, jax {jax.__version__}, "
+          f"copy bandwidth {bandwidth / 1e9:.1f} GB/s")
+    header = (f"{'module':<32}{'K':>3}{'fwd+bwd ms':>12}{'vs conv':>9}{'bound ms':>10}{'peak MiB':>10}"
+              f"{'GFLOP':>8}{'params':>11}")
     print(header)
     print("-" * len(header))
-    for name, k, sec, peak, flops, n in rows:
-        print(f"{name:<26}{k:>3}{sec * 1e3:>12.1f}{peak / 2**20:>10.1f}{flops / 1e9:>9.2f}{n:>10,}")
+    conv_sec = rows[0][2]
+    for name, k, sec, peak, flops, n, traffic in rows:
+        print(f"{name:<32}{k:>3}{sec * 1e3:>12.1f}{sec / conv_sec:>9.2f}{traffic / bandwidth * 1e3:>10.1f}"
+              f"{peak / 2**20:>10.1f}{flops / 1e9:>8.2f}{n:>11,}")
+    if args.torch:
+        trows = torch_rows(args)
+        print(f"\n# PyTorch {__import__('torch').__version__} (CPU, {__import__('torch').get_num_threads()} "
+              "threads), same input (NCHW), float32, train mode")
+        print(f"{'module':<32}{'K':>3}{'fwd+bwd ms':>12}{'vs conv':>9}")
+        for name, k, sec in trows:
+            print(f"{name:<32}{k:>3}{sec * 1e3:>12.1f}{sec / trows[0][2]:>9.2f}")
 
 
 if __name__ == "__main__":
