@@ -12,9 +12,11 @@ and input both differentiated. Peak memory is XLA's compiled estimate
     python benchmarks/attention.py --implementations fused shift patches --grouped-convs einsum conv
     python benchmarks/attention.py --torch              # + the authors' PyTorch modules, same process
 
-"bound ms" is XLA's own count of bytes the program reads and writes
-(``cost_analysis``) divided by this machine's measured copy bandwidth: the time
-a purely memory-bound program would need, a floor no formulation beats.
+Memory-traffic columns, both divided by this machine's measured copy bandwidth:
+"floor ms" moves only what no formulation can avoid (read x, parameters and dy;
+write y, dx and the parameter gradients: a hard lower bound); "xla ms" is the
+traffic XLA counts for the compiled program (``cost_analysis`` "bytes accessed",
+every fused op's reads and writes), i.e. how memory-bound this formulation is.
 """
 from __future__ import annotations
 
@@ -72,7 +74,9 @@ def measure(module, x, iters):
         jax.block_until_ready(compiled(params, x))
         times.append(time.perf_counter() - start)
     n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
-    return float(np.median(times)), peak, flops, n_params, traffic
+    param_bytes = sum(p.nbytes for p in jax.tree.leaves(params))
+    floor = 4 * x.nbytes + 2 * param_bytes  # x, y, dy, dx; params and their gradients
+    return float(np.median(times)), peak, flops, n_params, traffic, floor
 
 
 def copy_bandwidth() -> float:
@@ -149,14 +153,14 @@ def main(argv=None) -> None:
     print(f"# fwd+bwd, train mode, input {tuple(x.shape)} {args.dtype}, "
           f"{jax.devices()[0].platform} x{jax.device_count()}, jax {jax.__version__}, "
           f"copy bandwidth {bandwidth / 1e9:.1f} GB/s")
-    header = (f"{'module':<32}{'K':>3}{'fwd+bwd ms':>12}{'vs conv':>9}{'bound ms':>10}{'peak MiB':>10}"
-              f"{'GFLOP':>8}{'params':>11}")
+    header = (f"{'module':<32}{'K':>3}{'fwd+bwd ms':>12}{'vs conv':>9}{'floor ms':>10}{'xla ms':>8}"
+              f"{'peak MiB':>10}{'GFLOP':>8}{'params':>11}")
     print(header)
     print("-" * len(header))
     conv_sec = rows[0][2]
-    for name, k, sec, peak, flops, n, traffic in rows:
-        print(f"{name:<32}{k:>3}{sec * 1e3:>12.1f}{sec / conv_sec:>9.2f}{traffic / bandwidth * 1e3:>10.1f}"
-              f"{peak / 2**20:>10.1f}{flops / 1e9:>8.2f}{n:>11,}")
+    for name, k, sec, peak, flops, n, traffic, floor in rows:
+        print(f"{name:<32}{k:>3}{sec * 1e3:>12.1f}{sec / conv_sec:>9.2f}{floor / bandwidth * 1e3:>10.1f}"
+              f"{traffic / bandwidth * 1e3:>8.0f}{peak / 2**20:>10.1f}{flops / 1e9:>8.2f}{n:>11,}")
     if args.torch:
         trows = torch_rows(args)
         print(f"\n# PyTorch {__import__('torch').__version__} (CPU, {__import__('torch').get_num_threads()} "

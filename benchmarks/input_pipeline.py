@@ -87,7 +87,7 @@ def main(argv=None) -> None:
         print(line)
     if rows:
         per_core = min(r["img_per_s"] / r["cores"] for r in rows)
-        print(f"a GPU at 1,000 img/s needs about {1000 / per_core:.0f} host cores at the slowest per-core rate")
+        print(f"a GPU at 1,000 img/s needs about {1000 / per_core:.1f} host cores at the slowest per-core rate")
 
 
 if __name__ == "__main__":

@@ -80,7 +80,7 @@ def main(argv=None) -> None:
     base, base_compile = time_step(create_model("resnet50", **common), (images, labels), args.iters)
     rows.append(("resnet50 (last stride 1)", base, base_compile))
     for impl in args.implementations:
-        model = create_model("stra_resnet50", attention_implementation=impl,
+        model = create_model("stra_resnet50", num_classes=751, attention_implementation=impl,
                              attention_grouped_conv=args.grouped_conv)
         sec, comp = time_step(model, (images, labels), args.iters)
         rows.append((f"stra_resnet50 {impl}/{args.grouped_conv}", sec, comp))

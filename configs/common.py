@@ -55,6 +55,7 @@ def reid_train_config() -> ml_collections.ConfigDict:
         checkpoint_every_epochs=1,
         checkpoint_every_steps=0,  # 0: only at epoch ends
         keep_checkpoints=3,
+        prefetch=2,               # global batches copied to the devices ahead of the step
         best_metric="reid/mAP",   # keeps the best checkpoint and WORKDIR/model_best
     ))
 

@@ -9,7 +9,8 @@ all-reduce), so statistics are global across devices and hosts.
 """
 from __future__ import annotations
 
-from typing import Any
+import collections
+from typing import Any, Iterable, Iterator
 
 import jax
 import numpy as np
@@ -44,3 +45,21 @@ def check_batch_divisible(batch_size: int, mesh: Mesh, what: str = "batch_size")
     devices = mesh.devices.size
     if batch_size % devices:
         raise ValueError(f"{what}={batch_size} is not divisible by the {devices} devices of the mesh")
+
+
+def prefetch_to_mesh(batches: Iterable[Any], mesh: Mesh, size: int = 2) -> Iterator[Any]:
+    """Yield global arrays from host batches, ``size`` batches ahead.
+
+    The host-to-device copy of the next batches is issued while the current
+    step runs (dispatch is asynchronous), so the accelerator does not wait on
+    the transfer. Reading ahead does not change what a resumed run sees: the
+    input order depends only on (seed, epoch, step).
+    """
+    queue: collections.deque = collections.deque()
+    iterator = iter(batches)
+    for batch in iterator:
+        queue.append(host_batch_to_global(batch, mesh))
+        if len(queue) > size:
+            yield queue.popleft()
+    while queue:
+        yield queue.popleft()

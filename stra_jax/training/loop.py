@@ -30,7 +30,7 @@ from stra_jax.evaluation.evaluators import run_evaluators, scalars, tables
 from stra_jax.models import abstract_variables, create_model, frozen_param_mask, init_variables, load_model
 from stra_jax.models.io import (MODEL_BEST, MODEL_LAST, copy_model_dir, read_model_spec, save_model,
                                 update_model_info)
-from stra_jax.sharding import host_batch_to_global, make_mesh, replicated
+from stra_jax.sharding import make_mesh, prefetch_to_mesh, replicated
 from stra_jax.tasks import make_task
 from stra_jax.training import checkpoint
 from stra_jax.training.interrupt import Interrupted, SignalGuard
@@ -215,9 +215,9 @@ def _train(config, workdir: Path, guard: SignalGuard, progress: dict[str, bool])
                 batches = task.train_batches(epoch=epoch, start_step=in_epoch, global_batch=cfg.batch_size,
                                              process_index=jax.process_index(),
                                              process_count=jax.process_count())
-                for batch in batches:
+                for batch in prefetch_to_mesh(batches, mesh, size=cfg.get("prefetch", 2)):
                     fn = frozen_step if step < frozen_steps else open_step
-                    state, metrics = fn(state, host_batch_to_global(batch, mesh))
+                    state, metrics = fn(state, batch)
                     step += 1
                     pending.append((step, metrics))
                     mid_epoch = step % per_epoch != 0  # epoch ends are saved below, with metrics
