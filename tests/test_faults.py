@@ -104,6 +104,23 @@ def test_damaged_checkpoint_falls_back_to_the_previous_step(straight, tmp_path, 
     assert len(keys) == len(set(keys))
 
 
+def test_new_model_options_on_the_command_line_and_resume_across_formulations(straight, tmp_path):
+    """``--config.model.kwargs.<option>`` may add an option the config does not list;
+    a computation-only one (how local attention runs) does not block resuming."""
+    workdir = tmp_path / "run"
+    shutil.copytree(straight[0], workdir)
+    proc = _train(workdir, "--config.model.kwargs.attention_implementation=shift",
+                  "--config.model.kwargs.attention_grouped_conv=conv")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resumed from step 8" in proc.stdout
+    saved = json.loads((workdir / "config.json").read_text())["model"]["kwargs"]
+    assert saved["attention_implementation"] == "shift" and saved["attention_grouped_conv"] == "conv"
+    again = json.loads((workdir / "final_metrics.json").read_text())
+    before = json.loads((straight[0] / "final_metrics.json").read_text())
+    for key in ("reid/mAP", "reid/rank1", "reid/mINP"):  # the same model, re-evaluated
+        assert again[key] == pytest.approx(before[key], abs=1e-6), key
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_saves_a_checkpoint_and_the_rerun_resumes_exactly(straight, tmp_path, signum):
     workdir = tmp_path / "run"
@@ -281,6 +298,8 @@ def test_malformed_market_file_name_is_named(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--config.train.lr_decy=3"], 'config.train has no key \'lr_decy\'. Did you mean "lr_decay_every"?'),
     (["--config.train.batch_size=0"], "train.batch_size=0: expected an integer >= 1"),
+    (["--config.model.kwargs.atention_implementation=shift"],
+     "stra_resnet50 has no option 'atention_implementation'. Did you mean \"attention_implementation\"?"),
 ])
 def test_train_cli_mistakes_get_one_line(tmp_path, args, message):
     proc = _train(tmp_path / "run", *args)

@@ -113,7 +113,9 @@ def create_model(name: str, **overrides: Any) -> Any:
     ``embedding_dim`` (``None`` for the paper's 2048-d GAP feature), ``head``
     ("reid" | "face"), ``classifier`` ("linear" | "margin"), ``dtype``
     ("bfloat16" computes in bf16 with float32 parameters), ``width`` /
-    ``stage_sizes`` (narrow test networks). An option the family does not have
+    ``stage_sizes`` (narrow test networks), and the computation-only
+    ``attention_implementation`` / ``attention_grouped_conv`` ("auto" picks per
+    backend; see ``LocalAttention``). An option the family does not have
     fails with the family's options.
     """
     kwargs = model_kwargs(name, **overrides)

@@ -7,6 +7,7 @@ and prints one line naming the flag, the value and what is expected.
 """
 from __future__ import annotations
 
+import ast
 import difflib
 import importlib.util
 import sys
@@ -76,6 +77,46 @@ def check_overrides(argv: list[str], config: Any) -> None:
             node, walked = node[key], walked + [key]
 
 
+MODEL_KWARGS = "--config.model.kwargs."
+
+
+def _literal(text: str) -> Any:
+    """A flag value as Python would read it (numbers, booleans, tuples), else the string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def split_model_options(argv: list[str], config: Any) -> tuple[list[str], dict[str, Any]]:
+    """``--config.model.kwargs.<option>=<value>`` for an option the config does not
+    list yet (e.g. ``dtype``, ``attention_implementation``): ml_collections refuses
+    new keys, so take them out of ``argv`` here, check them against the model
+    family's options (one line naming them if not) and return them to be set."""
+    name = _flag_value(argv, "config.model.name") or config.model.name
+    listed = set(config.model.get("kwargs", {}).keys())
+    kept, options = [], {}
+    for arg in argv:
+        key = arg[len(MODEL_KWARGS):].split("=", 1)[0] if arg.startswith(MODEL_KWARGS) else None
+        if key is None or "." in key or key in listed:
+            kept.append(arg)
+            continue
+        from stra_jax.models.registry import get_entry, list_models
+
+        try:
+            valid = get_entry(name).options
+        except (KeyError, ValueError):
+            fail(f"--config.model.name={name}: unknown model; known models: {list_models()}")
+        if key not in valid:
+            near = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+            hint = f'Did you mean "{near[0]}"? ' if near else ""
+            fail(f"{MODEL_KWARGS}{key}: {name} has no option {key!r}. {hint}Options of {name}: {valid}")
+        if "=" not in arg:
+            fail(f"{arg}: write a new model option as {MODEL_KWARGS}{key}=VALUE")
+        options[key] = _literal(arg.split("=", 1)[1])
+    return kept, options
+
+
 def parse_flags_or_exit(argv: list[str]) -> list[str]:
     """absl flag parsing with one-line errors (exit 2) and ``--help`` (exit 0)."""
     if any(arg in HELP_FLAGS for arg in argv[1:]):
@@ -85,12 +126,20 @@ def parse_flags_or_exit(argv: list[str]) -> list[str]:
               else flags.FLAGS.get_help())
         sys.exit(0)
     spec = _flag_value(argv, "config")
+    model_options: dict[str, Any] = {}
     if spec is not None:
-        check_overrides(argv, load_config(spec))
+        config = load_config(spec)
+        argv, model_options = split_model_options(argv, config)
+        check_overrides(argv, config)
+        if model_options:
+            sys.argv = list(argv)  # config_flags reads its overrides from sys.argv
     try:
         remaining = flags.FLAGS(argv)
         if spec is not None:
-            flags.FLAGS["config"].value  # noqa: B018 - config_flags loads lazily; fail here, not in main
+            config = flags.FLAGS["config"].value  # config_flags loads lazily; fail here, not in main
+            if model_options:
+                with config.unlocked():
+                    config.model.kwargs.update(model_options)
     except SystemExit:
         raise
     except Exception as err:  # flags.Error, and whatever a config override raises

@@ -82,6 +82,16 @@ def quarantine(manager: ocp.CheckpointManager, step: int, why: str) -> Path:
     return dest
 
 
+# Model options that change how, not what, is computed: a run may resume with others.
+COMPUTATION_ONLY = ("attention_implementation", "attention_grouped_conv")
+
+
+def _comparable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: v for k, v in value.items() if k not in COMPUTATION_ONLY}
+    return value
+
+
 def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any,
                    expected_meta: dict[str, Any]) -> tuple[Any, dict[str, Any]] | None:
     """The newest (state, meta) that restores, or None for a fresh workdir.
@@ -102,7 +112,7 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any,
             damaged += 1
             continue
         for key in ("arch", "model_kwargs"):
-            if meta.get(key) != expected_meta.get(key):
+            if _comparable(meta.get(key)) != _comparable(expected_meta.get(key)):
                 raise ValueError(f"{where}: checkpoint holds {key}={meta.get(key)!r}, this run has "
                                  f"{expected_meta.get(key)!r}; use another --workdir (nothing was overwritten)")
         try:
