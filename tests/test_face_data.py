@@ -141,3 +141,31 @@ def test_bad_bin_files_are_named(tmp_path):
     with pytest.raises(ValueError, match="3 images for 1 pairs"):
         write_verification_bin(tmp_path / "out.bin", [b"a", b"b", b"c"], [True])
     assert not (tmp_path / "out.bin").exists()
+
+
+def test_pack_faces_tool(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    root = tmp_path / "faces"
+    for who, count in (("bob", 2), ("alice", 3)):
+        (root / who).mkdir(parents=True)
+        for i in range(count):
+            (root / who / f"{i}.jpg").write_bytes(_jpeg(len(who) * 10 + i))
+    out = tmp_path / "packed" / "train.rec"
+    proc = subprocess.run([sys.executable, "-m", "stra_jax.tools.pack_faces", str(root), str(out)],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert read_face_recordio(out) == [(1, 0), (2, 0), (3, 0), (4, 1), (5, 1)]  # alice = 0, bob = 1
+    with RecordIOReader(out) as reader:
+        assert reader.read(4)[1] == (root / "bob" / "0.jpg").read_bytes()  # stored as is
+    assert (tmp_path / "packed" / "train.labels.txt").read_text() == "0\talice\n1\tbob\n"
+
+    (root / "bob" / "1.jpg").write_bytes(b"broken")
+    out2 = tmp_path / "packed2" / "train.rec"
+    proc = subprocess.run([sys.executable, "-m", "stra_jax.tools.pack_faces", str(root), str(out2)],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 1 and proc.stderr.startswith(f"error: {root / 'bob' / '1.jpg'}: corrupt")
+    assert not out2.exists() and not out2.with_suffix(".idx").exists()
