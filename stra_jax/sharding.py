@@ -56,8 +56,7 @@ def prefetch_to_mesh(batches: Iterable[Any], mesh: Mesh, size: int = 2) -> Itera
     input order depends only on (seed, epoch, step).
     """
     queue: collections.deque = collections.deque()
-    iterator = iter(batches)
-    for batch in iterator:
+    for batch in batches:
         queue.append(host_batch_to_global(batch, mesh))
         if len(queue) > size:
             yield queue.popleft()

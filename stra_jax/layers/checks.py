@@ -5,7 +5,9 @@ what is allowed; nothing is silently reshaped or rounded.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
+
+import jax
 
 GATES = ("sigmoid", "softmax")
 STRIDES = (1, 2)
@@ -76,3 +78,11 @@ def check_feature_map(x: Any, heads: int, module: str) -> None:
             f"{module}: channels={channels} is not divisible by heads={heads}: "
             "expected channels to be a multiple of heads"
         )
+
+
+def for_backend(value: str, table: Mapping[str, str]) -> str:
+    """``"auto"`` -> ``table``'s entry for the default backend (the CPU one for an
+    unlisted backend); any other (already checked) value unchanged."""
+    if value != "auto":
+        return value
+    return table.get(jax.default_backend(), table["cpu"])

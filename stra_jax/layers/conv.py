@@ -20,7 +20,8 @@ kaiming_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")  # 
 linear_init = nn.initializers.normal(stddev=0.01)
 
 
-# What "auto" picks per backend. Measured on CPU (benchmarks/grouped_conv.py): XLA:CPU
+# What "auto" picks per backend. Measured on CPU (benchmarks/attention.py
+# --grouped-convs einsum conv): XLA:CPU
 # runs feature_group_count convolutions 10x+ slower forward+backward than the same
 # contraction as an einsum. GPU and TPU are not measured yet: einsum there too (a
 # batched matmul, which both compile well); run the benchmark and override if not.
@@ -30,9 +31,7 @@ AUTO_GROUPED = {"cpu": "einsum", "gpu": "einsum", "tpu": "einsum"}
 def resolve_grouped(implementation: str) -> str:
     """``"auto"`` -> the formulation for the default backend; others unchanged."""
     checks.check_grouped_conv(implementation)
-    if implementation == "auto":
-        return AUTO_GROUPED.get(jax.default_backend(), "einsum")
-    return implementation
+    return checks.for_backend(implementation, AUTO_GROUPED)
 
 
 class GroupedConv1x1(nn.Module):

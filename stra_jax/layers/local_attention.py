@@ -101,9 +101,7 @@ AUTO_ATTENTION = {"cpu": "fused", "gpu": "fused", "tpu": "fused"}
 def resolve_attention(implementation: str) -> str:
     """``"auto"`` -> the local-attention formulation for the default backend."""
     checks.check_implementation(implementation)
-    if implementation == "auto":
-        return AUTO_ATTENTION.get(jax.default_backend(), "fused")
-    return implementation
+    return checks.for_backend(implementation, AUTO_ATTENTION)
 
 
 class LocalAttention(nn.Module):

@@ -93,6 +93,8 @@ def split_model_options(argv: list[str], config: Any) -> tuple[list[str], dict[s
     list yet (e.g. ``dtype``, ``attention_implementation``): ml_collections refuses
     new keys, so take them out of ``argv`` here, check them against the model
     family's options (one line naming them if not) and return them to be set."""
+    from stra_jax.models.registry import get_entry, list_models  # only when flags are parsed
+
     name = _flag_value(argv, "config.model.name") or config.model.name
     listed = set(config.model.get("kwargs", {}).keys())
     kept, options = [], {}
@@ -101,8 +103,6 @@ def split_model_options(argv: list[str], config: Any) -> tuple[list[str], dict[s
         if key is None or "." in key or key in listed:
             kept.append(arg)
             continue
-        from stra_jax.models.registry import get_entry, list_models
-
         try:
             valid = get_entry(name).options
         except (KeyError, ValueError):

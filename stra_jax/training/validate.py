@@ -25,9 +25,9 @@ def check_train_config(config: Any) -> None:
         if key not in train:
             continue
         value = train[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and value != int(value)):
-            raise ValueError(f"train.{key}={value!r}: expected {'an integer' if integer else 'a number'} >= {lowest}")
-        if value < lowest:
+        wrong_type = isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            (integer and value != int(value))
+        if wrong_type or value < lowest:
             raise ValueError(f"train.{key}={value!r}: expected {'an integer' if integer else 'a number'} >= {lowest}")
     for key in ("lr", "lr_gamma"):
         if key in train and not train[key] > 0:
