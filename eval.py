@@ -12,7 +12,10 @@ by ``python -m stra_jax.convert`` or by training), or a training workdir, whose
 (``config.task``) loads the data; the evaluators are the ones training runs, so
 the numbers are the ones the run logged. Prints each evaluator's table and
 writes the metrics (with the config) to ``--output``, by default
-``MODEL_DIR/eval_<dataset>.json``.
+``MODEL_DIR/eval_<dataset>.json``; evaluators that draw (face verification:
+one ROC curve per set) put their PNGs beside it.
+
+    python eval.py --config configs/face_ms1m.py --checkpoint runs/face_ms1m   # LFW, CFP-FP, ... table
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ _OUTPUT = flags.DEFINE_string("output", None, "JSON file for the results (defaul
 
 
 def run(config, checkpoint: str, output: str | None) -> dict:
-    from stra_jax.evaluation.evaluators import run_evaluators, scalars, tables
+    from stra_jax.evaluation.evaluators import of_evaluator, run_evaluators, scalars, tables
     from stra_jax.models import load_model
     from stra_jax.models.io import read_model_spec, resolve_model_dir
     from stra_jax.tasks import make_task
@@ -55,6 +58,10 @@ def run(config, checkpoint: str, output: str | None) -> dict:
     out = Path(output) if output else model_dir / f"eval_{dataset}.json"
     write_json_atomic(out, payload)
     print(f"wrote {out}")
+    for evaluator in evaluators:  # pictures, for evaluators that draw (e.g. ROC curves)
+        if hasattr(evaluator, "write_artifacts"):
+            for path in evaluator.write_artifacts(of_evaluator(metrics, evaluator.name), out.parent):
+                print(f"wrote {path}")
     print(tables(evaluators, metrics))
     return payload
 

@@ -3,14 +3,17 @@
 Used by training and evaluation alike; imports nothing else of stra_jax.
 
 A 1-D ``('data',)`` mesh over every device of every host; batches are sharded
-along it, parameters and BatchNorm statistics replicated. Under ``jax.jit``
+along it, parameters and BatchNorm statistics replicated, except where a task
+asks for a leaf to be split (``state_shardings``: e.g. a face classifier of
+millions of identities split along its class axis). Under ``jax.jit``
 the BatchNorm mean over a sharded batch is a global mean (XLA inserts the
 all-reduce), so statistics are global across devices and hosts.
 """
 from __future__ import annotations
 
 import collections
-from typing import Any, Iterable, Iterator
+import re
+from typing import Any, Iterable, Iterator, Sequence
 
 import jax
 import numpy as np
@@ -32,6 +35,47 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
+
+
+# (regular expression on a leaf's path, partition spec of that leaf), e.g.
+# (r"\['classifier'\]\['kernel'\]$", (None, "data")): the first match wins.
+ShardingRules = Sequence[tuple[str, tuple]]
+
+
+def state_shardings(tree: Any, mesh: Mesh, rules: ShardingRules = ()) -> Any:
+    """A pytree of ``NamedSharding`` like ``tree`` (arrays or shape structs):
+    the leaves whose path (``jax.tree_util.keystr``) matches a rule's pattern
+    are split as its spec says, every other leaf is replicated. Rules apply to
+    optimiser states too (their paths end with the parameter's path), so a
+    split parameter's momentum is split the same way."""
+    compiled = [(re.compile(pattern), P(*spec)) for pattern, spec in rules]
+
+    def sharding(path, leaf) -> NamedSharding:
+        key = jax.tree_util.keystr(path)
+        for pattern, spec in compiled:
+            if pattern.search(key) and len(spec) <= len(getattr(leaf, "shape", ())):
+                return NamedSharding(mesh, spec)
+        return NamedSharding(mesh, P())
+
+    return jax.tree_util.tree_map_with_path(sharding, tree)
+
+
+def gather_to_host(tree: Any) -> Any:
+    """NumPy copies of a pytree of global arrays, on every process: a
+    replicated array is read from this host's copy, a split one is gathered
+    (a collective: every process must call this)."""
+    from jax.experimental import multihost_utils
+
+    def fetch(x):
+        if not isinstance(x, jax.Array):
+            return np.asarray(x)
+        if x.is_fully_replicated:
+            return np.asarray(x.addressable_data(0))
+        if x.is_fully_addressable:
+            return np.asarray(x)
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+    return jax.tree.map(fetch, tree)
 
 
 def host_batch_to_global(batch: Any, mesh: Mesh) -> Any:

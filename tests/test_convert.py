@@ -143,7 +143,7 @@ def test_wrong_shape_is_listed_with_both_shapes(torch_stra):
 
 
 def test_unknown_arch_lists_known_ones():
-    with pytest.raises(ValueError, match="known models are resnet50, stra_resnet50"):
+    with pytest.raises(ValueError, match="known models are resnet50, resnet50_face, stra_resnet50, stra_resnet50_face"):
         create_model("resnet51")
 
 

@@ -30,7 +30,7 @@ def narrow():
 
 
 def test_registry_lists_models():
-    assert list_models() == ["resnet50", "stra_resnet50"]
+    assert list_models() == ["resnet50", "resnet50_face", "stra_resnet50", "stra_resnet50_face"]
 
 
 def test_stra_network_shapes_and_diversity_from_every_block(narrow):
@@ -110,7 +110,7 @@ def test_save_and_load_round_trip(tmp_path, narrow):
 
 
 @pytest.mark.parametrize("name,kwargs,fragment", [
-    ("vgg16", {}, "unknown model 'vgg16': known models are resnet50, stra_resnet50"),
+    ("vgg16", {}, "unknown model 'vgg16': known models are resnet50, resnet50_face, stra_resnet50, stra_resnet50_face"),
     ("stra_resnet50", {"hedas": 8}, "unknown option(s) ['hedas']"),
     ("stra_resnet50", {"dtype": "int8"}, "dtype='int8'"),
     ("stra_resnet50", {"last_stride": 3}, "last_stride=3"),

@@ -42,6 +42,7 @@ Factory = Callable[[str, dict[str, Any], Mapping[str, Any]], Evaluator]
 # type -> factory, or "module:attribute" imported on first use (no heavy imports here).
 _EVALUATORS: dict[str, Factory | str] = {
     "reid_retrieval": "stra_jax.evaluation.reid_retrieval:ReIDRetrieval",
+    "face_verification": "stra_jax.evaluation.face_verification:FaceVerification",
 }
 
 

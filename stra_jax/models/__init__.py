@@ -21,12 +21,13 @@ the tasks, the evaluators and the tools rely on:
 Add a family: a Linen module in its own file, then one ``register_model`` line
 per architecture (see CONTRIBUTING.md).
 """
+from stra_jax.models.face_resnet import FaceResNet
 from stra_jax.models.heads import HEADS, Classifier, FaceHead, ReIDHead, make_head
 from stra_jax.models.io import abstract_variables, init_variables, load_model, save_model
 from stra_jax.models.registry import (create_model, freezable_groups, frozen_param_mask, get_entry, list_models,
                                       model_kwargs, register_model)
 from stra_jax.models.resnet import FREEZABLE, Bottleneck, ResNet
 
-__all__ = ["FREEZABLE", "HEADS", "Bottleneck", "Classifier", "FaceHead", "ReIDHead", "ResNet", "abstract_variables",
-           "create_model", "freezable_groups", "frozen_param_mask", "get_entry", "init_variables", "list_models",
-           "load_model", "make_head", "model_kwargs", "register_model", "save_model"]
+__all__ = ["FREEZABLE", "HEADS", "Bottleneck", "Classifier", "FaceHead", "FaceResNet", "ReIDHead", "ResNet",
+           "abstract_variables", "create_model", "freezable_groups", "frozen_param_mask", "get_entry", "init_variables",
+           "list_models", "load_model", "make_head", "model_kwargs", "register_model", "save_model"]

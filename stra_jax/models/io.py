@@ -30,12 +30,20 @@ from stra_jax.utils import atomic_directory, shape_mismatches, write_json_atomic
 FORMAT = "stra-jax-model/1"
 # The model directories a training workdir keeps (training/loop.py writes them).
 MODEL_BEST, MODEL_LAST = "model_best", "model_last"
-_INIT_IMAGE = (1, 64, 64, 3)  # parameter shapes do not depend on the image size
+_INIT_IMAGE = (1, 64, 64, 3)  # for families whose parameter shapes do not depend on the image size
+
+
+def init_image_shape(model: Any) -> tuple[int, int, int, int]:
+    """(1, H, W, 3) to initialise ``model`` with: its ``input_size`` when the
+    family declares one (a head that flattens the map, like the face head, has
+    parameters sized by the input), else a small image."""
+    size = getattr(model, "input_size", None)
+    return (1, *tuple(size), 3) if size else _INIT_IMAGE
 
 
 def init_variables(model: Any, rng: jax.Array) -> dict[str, Any]:
     """``{"params", "batch_stats"}`` of ``model`` (jitted init on a small image)."""
-    dummy = jnp.zeros(_INIT_IMAGE, jnp.float32)
+    dummy = jnp.zeros(init_image_shape(model), jnp.float32)
     # Runs once: skip LLVM optimisation, which makes compiling the dozens of
     # random-number kernels of a ResNet's init take 5-10x longer than running them.
     init = jax.jit(lambda key: model.init(key, dummy, train=False),
@@ -45,7 +53,7 @@ def init_variables(model: Any, rng: jax.Array) -> dict[str, Any]:
 
 def abstract_variables(model: Any) -> dict[str, Any]:
     """Shapes and dtypes of ``init_variables(model, ...)``, traced without compiling."""
-    dummy = jax.ShapeDtypeStruct(_INIT_IMAGE, jnp.float32)
+    dummy = jax.ShapeDtypeStruct(init_image_shape(model), jnp.float32)
     return jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), dummy)
 
 

@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
+from stra_jax.models.face_resnet import FaceResNet
 from stra_jax.models.resnet import ResNet
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -115,8 +116,10 @@ def create_model(name: str, **overrides: Any) -> Any:
     ("bfloat16" computes in bf16 with float32 parameters), ``width`` /
     ``stage_sizes`` (narrow test networks), and the computation-only
     ``attention_implementation`` / ``attention_grouped_conv`` ("auto" picks per
-    backend; see ``LocalAttention``). An option the family does not have
-    fails with the family's options.
+    backend; see ``LocalAttention``). The face family (``resnet50_face``,
+    ``stra_resnet50_face``: :class:`FaceResNet`, 112x112 inputs) has
+    ``stem_stride`` and ``input_size`` instead of ``last_stride`` and ``head``.
+    An option the family does not have fails with the family's options.
     """
     kwargs = model_kwargs(name, **overrides)
     if "dtype" in kwargs:
@@ -150,3 +153,10 @@ register_model("resnet50", ResNet, stage_sizes=(3, 4, 6, 3), last_stride=2, stra
 # stride 1, G 8, K 3, r 4, 512-d BN embedding.
 register_model("stra_resnet50", ResNet, stage_sizes=(3, 4, 6, 3), last_stride=1, stra_stages=(3,), heads=8,
                kernel_size=3, reduction=4, embedding_dim=512)
+# Face networks (paper Section 5.2): ArcFace-style trunk with a 7x7 last stage at
+# 112x112 and the BN-Dropout-FC-BN 512-d head, margin classifier; from scratch.
+register_model("resnet50_face", FaceResNet, stage_sizes=(3, 4, 6, 3), stra_stages=(), input_size=(112, 112),
+               embedding_dim=512, head_dropout=0.4, classifier="margin")
+register_model("stra_resnet50_face", FaceResNet, stage_sizes=(3, 4, 6, 3), stra_stages=(3,), heads=8,
+               kernel_size=3, reduction=4, input_size=(112, 112), embedding_dim=512, head_dropout=0.4,
+               classifier="margin")

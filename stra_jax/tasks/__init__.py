@@ -15,6 +15,7 @@ from stra_jax.tasks.base import Task
 # name -> Task subclass, or "module:Class" imported on first use.
 _TASKS: dict[str, type[Task] | str] = {
     "reid": "stra_jax.tasks.reid:ReIDTask",
+    "face": "stra_jax.tasks.face:FaceTask",
 }
 
 

@@ -69,6 +69,12 @@ class Task(abc.ABC):
         """Model options the data decides (by default the classifier's width)."""
         return {"num_classes": self.num_classes}
 
+    def sharding_rules(self) -> list[tuple[str, tuple]]:
+        """``(path pattern, partition spec)`` pairs for train-state leaves that
+        are split over the mesh instead of replicated (see
+        ``stra_jax.sharding.state_shardings``); none by default."""
+        return []
+
     def eval_context(self) -> dict[str, Any]:
         """What this task offers the evaluators (e.g. ``reid_dataset``)."""
         return {}

@@ -30,7 +30,7 @@ from stra_jax.evaluation.evaluators import run_evaluators, scalars, tables
 from stra_jax.models import abstract_variables, create_model, frozen_param_mask, init_variables, load_model
 from stra_jax.models.io import (MODEL_BEST, MODEL_LAST, copy_model_dir, read_model_spec, save_model,
                                 update_model_info)
-from stra_jax.sharding import make_mesh, prefetch_to_mesh, replicated
+from stra_jax.sharding import gather_to_host, make_mesh, prefetch_to_mesh, state_shardings
 from stra_jax.tasks import make_task
 from stra_jax.training import checkpoint
 from stra_jax.training.interrupt import Interrupted, SignalGuard
@@ -74,10 +74,11 @@ def write_model_dir(out: Path, arch: str, kwargs: dict[str, Any], variables: dic
                     info: dict[str, Any]) -> None:
     """An evaluable model directory of the current variables (process 0 writes;
     replaced atomically, so a reader sees the old or the new one)."""
+    # Replicated arrays: this host's copy; split ones (a sharded classifier) are
+    # gathered, which every process joins before process 0 writes.
+    host = gather_to_host(variables)
     if jax.process_index() != 0:
         return
-    # Replicated arrays: every host holds a full copy; take this host's as NumPy.
-    host = jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), variables)
     save_model(out, arch, kwargs, host, overwrite=True, info=info)
 
 
@@ -112,7 +113,8 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
     progress = {"started": False}
     with SignalGuard() as guard:
         try:
-            return _train(config, workdir, guard, progress)
+            with jax.set_mesh(make_mesh()):  # the ambient mesh, for losses that shard_map over it
+                return _train(config, workdir, guard, progress)
         except BaseException:
             if created and not progress["started"] and jax.process_index() == 0:
                 shutil.rmtree(workdir, ignore_errors=True)
@@ -139,18 +141,26 @@ def _train(config, workdir: Path, guard: SignalGuard, progress: dict[str, bool])
                          f"{cfg.batch_size}")
     total_steps = per_epoch * cfg.epochs
     frozen_steps = per_epoch * cfg.frozen_epochs
-    schedule = step_decay_schedule(cfg.lr, per_epoch, decay_every_epochs=cfg.lr_decay_every, gamma=cfg.lr_gamma)
+    # lr_milestones (epochs, MultiStepLR: the face recipe's 8, 12) or every lr_decay_every epochs (StepLR).
+    decay = ({"milestones_epochs": tuple(cfg.lr_milestones)} if cfg.get("lr_milestones")
+             else {"decay_every_epochs": cfg.lr_decay_every})
+    schedule = step_decay_schedule(cfg.lr, per_epoch, gamma=cfg.lr_gamma, **decay)
     frozen_groups = tuple(cfg.frozen_groups) if frozen_steps else ()
     abstract_params = abstract_variables(model)["params"]
     tx = make_optimizer(cfg.optimizer, schedule, weight_decay=cfg.weight_decay,
                         frozen_mask=frozen_param_mask(model, abstract_params, frozen_groups) if frozen_groups else None,
-                        frozen_steps=frozen_steps, b1=cfg.b1, b2=cfg.b2)
+                        frozen_steps=frozen_steps, b1=cfg.b1, b2=cfg.b2,
+                        momentum=cfg.get("momentum", 0.9), nesterov=cfg.get("nesterov", False))
 
     best_metric = cfg.get("best_metric", checkpoint.BEST_METRIC)
     workdir.mkdir(parents=True, exist_ok=True)
     manager = checkpoint.make_manager(workdir, keep_last=cfg.keep_checkpoints, best_metric=best_metric)
     meta = {"arch": config.model.name, "model_kwargs": model_kwargs}
     abstract_state = jax.eval_shape(lambda: TrainState.create(abstract_variables(model), tx))
+    # Replicated, except the leaves the task splits (e.g. a face classifier along its classes).
+    state_sharding = state_shardings(abstract_state, mesh, task.sharding_rules())
+    abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                                  abstract_state, state_sharding)
     restored = checkpoint.restore_latest(manager, abstract_state, meta)
     pending_eval = False
     if restored is None:
@@ -159,11 +169,11 @@ def _train(config, workdir: Path, guard: SignalGuard, progress: dict[str, bool])
         state, saved_meta = restored
         pending_eval = bool(saved_meta.get("pending_eval")) and bool(evaluators)
         print(f"resumed from step {int(state.step)} in {manager.directory}")
-    state = jax.device_put(state, replicated(mesh))
+    state = jax.device_put(state, state_sharding)
     write_json_atomic(workdir / "config.json", config.to_dict())
     announce_outputs(workdir, best_metric, cfg.keep_checkpoints)
 
-    step_kw = dict(accum_steps=cfg.accum_steps, seed=config.seed)
+    step_kw = dict(accum_steps=cfg.accum_steps, seed=config.seed, state_sharding=state_sharding)
     open_step = make_train_step(model, tx, schedule, mesh, task.loss, **step_kw)
     frozen_step = make_train_step(model, tx, schedule, mesh, task.loss, frozen=frozen_groups, **step_kw)
 
@@ -189,9 +199,9 @@ def _train(config, workdir: Path, guard: SignalGuard, progress: dict[str, bool])
                   flush=True)
             checkpoint.save(manager, state, dict(meta, step=step), metrics=logged, replace=True)
             info["metrics"] = logged
+            if not (workdir / MODEL_LAST).is_dir():  # every process joins (gathers split arrays)
+                write_model_dir(workdir / MODEL_LAST, config.model.name, model_kwargs, state.variables, info)
             if jax.process_index() == 0:
-                if not (workdir / MODEL_LAST).is_dir():
-                    write_model_dir(workdir / MODEL_LAST, config.model.name, model_kwargs, state.variables, info)
                 update_model_info(workdir / MODEL_LAST, info)
                 if best_metric in logged and logged[best_metric] > _best_so_far(workdir, best_metric):
                     copy_model_dir(workdir / MODEL_LAST, workdir / MODEL_BEST)

@@ -25,6 +25,7 @@ def make_train_step(
     frozen: Sequence[str] = (),
     accum_steps: int = 1,
     seed: int = 0,
+    state_sharding: Any = None,
 ) -> Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]:
     """One optimiser step on a global batch {"images" (B, H, W, 3), ...} sharded
     over the mesh's 'data' axis; the state is replicated and donated.
@@ -37,6 +38,9 @@ def make_train_step(
     ``frozen``: model groups whose BatchNorms stay in inference mode (the
     optimiser freezes their parameters; see ``optim.make_optimizer``). The loop
     builds one step with and one without, and switches when freezing ends.
+
+    ``state_sharding``: a pytree of shardings like the state (default: all
+    replicated); a task may split some leaves (``Task.sharding_rules``).
 
     ``accum_steps`` > 1: gradient accumulation for small devices. The global
     batch is split into that many micro-batches (micro-batch j = examples j,
@@ -85,5 +89,6 @@ def make_train_step(
                                   opt_state=opt_state)
         return new_state, metrics
 
-    return jax.jit(step, in_shardings=(replicated(mesh), batch_sharding(mesh)),
-                   out_shardings=(replicated(mesh), replicated(mesh)), donate_argnums=(0,))
+    state_sharding = replicated(mesh) if state_sharding is None else state_sharding
+    return jax.jit(step, in_shardings=(state_sharding, batch_sharding(mesh)),
+                   out_shardings=(state_sharding, replicated(mesh)), donate_argnums=(0,))

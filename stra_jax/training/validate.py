@@ -32,6 +32,11 @@ def check_train_config(config: Any) -> None:
     for key in ("lr", "lr_gamma"):
         if key in train and not train[key] > 0:
             raise ValueError(f"train.{key}={train[key]!r}: expected a number > 0")
+    milestones = train.get("lr_milestones") or ()
+    if any(isinstance(m, bool) or not isinstance(m, int) or m < 0 for m in milestones):
+        raise ValueError(f"train.lr_milestones={tuple(milestones)!r}: expected epochs, integers >= 0")
+    if "momentum" in train and not 0.0 <= train.momentum < 1.0:
+        raise ValueError(f"train.momentum={train.momentum!r}: expected a number in [0, 1)")
     if "label_smoothing" in train and not 0.0 <= train.label_smoothing <= 1.0:
         raise ValueError(f"train.label_smoothing={train.label_smoothing!r}: expected a number in [0, 1]")
     if train.frozen_epochs > train.epochs:

@@ -1,0 +1,88 @@
+"""Shared pieces of the face configs (big_vision style ``get_config(arg)``).
+
+The paper's face recipe (supplement): from scratch, 112x112, (x - 127.5) / 128,
+random flip only; SGD momentum 0.9, lr 0.1 x0.1 at epochs 8 and 12, 20 epochs,
+batch 512, weight decay 5e-4; BN-Dropout-FC-BN head to 512-d; softmax,
+CosFace (m 0.2, s 20) or ArcFace (m 0.15, s 20); + 0.1 x L_d; test: the
+embeddings of the image and its flip concatenated, 10-fold verification.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from configs.common import parse_variants
+
+FACE_VARIANTS = ("arcface", "cosface", "softmax", "baseline", "smoke")
+# (margin, scale) of the paper's recipe per loss.
+LOSSES = {"softmax": (0.0, 1.0), "cosface": (0.2, 20.0), "arcface": (0.15, 20.0)}
+
+
+def face_eval_config() -> ml_collections.ConfigDict:
+    """One ``config.evals`` entry: every ``.bin`` set of the dataset folder, flip
+    concatenated (the paper), insightface's 10-fold protocol."""
+    from stra_jax.evaluation.face_verification import DEFAULTS
+
+    return ml_collections.ConfigDict(dict(type="face_verification", **DEFAULTS))
+
+
+def face_train_config() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(
+        epochs=20,
+        batch_size=512,           # global, over all devices and hosts (paper: 8 GPUs x 64)
+        accum_steps=1,
+        optimizer="sgd",
+        momentum=0.9,
+        nesterov=False,
+        lr=0.1,
+        lr_milestones=(8, 12),    # epochs (MultiStepLR)
+        lr_decay_every=20,        # unused when lr_milestones is set
+        lr_gamma=0.1,
+        b1=0.9, b2=0.999,         # Adam's, unused by SGD
+        weight_decay=5e-4,
+        loss="arcface",           # softmax | cosface | arcface
+        margin=0.15,
+        scale=20.0,
+        straight_through=False,   # True: insightface's margin gradient (margin as a constant)
+        label_smoothing=0.0,
+        diversity_weight=0.1,
+        frozen_epochs=0,          # trained from scratch: nothing to freeze
+        frozen_groups=(),
+        log_every=100,
+        eval_every_epochs=2,
+        checkpoint_every_epochs=1,
+        checkpoint_every_steps=0,
+        keep_checkpoints=3,
+        prefetch=2,
+        best_metric="face/mean_accuracy",  # mean verification accuracy over the .bin sets
+    ))
+
+
+def face_config(dataset: str, root: str, arg: str | None = None,
+                known: tuple[str, ...] = FACE_VARIANTS) -> ml_collections.ConfigDict:
+    """The paper's face recipe on ``dataset`` (a name of ``stra_jax.data.face.dataset.READERS``)."""
+    variants = parse_variants(arg, known)
+    losses = variants & set(LOSSES)
+    if len(losses) > 1:
+        raise ValueError(f"config variants {sorted(losses)}: choose one loss")
+    config = ml_collections.ConfigDict()
+    config.task = "face"
+    config.seed = 0
+    config.init_from = ""
+    config.dataset = ml_collections.ConfigDict(dict(name=dataset, root=root, verification=(), check_images=True))
+    config.model = ml_collections.ConfigDict(dict(name="stra_resnet50_face", kwargs=dict(), shard_classifier=False))
+    config.input = ml_collections.ConfigDict(dict(image_size=(112, 112), flip=True))
+    config.train = face_train_config()
+    config.evals = ml_collections.ConfigDict({"face": face_eval_config()})
+    if losses:
+        loss = losses.pop()
+        config.train.loss = loss
+        config.train.margin, config.train.scale = LOSSES[loss]
+    if "baseline" in variants:
+        config.model.name = "resnet50_face"
+    if "smoke" in variants:
+        config.model.kwargs = dict(width=8, stage_sizes=(1, 1, 1, 1), embedding_dim=32)
+        config.input.image_size = (32, 32)
+        config.evals.face.update(image_size=(32, 32), batch_size=16, nrof_folds=2)
+        config.train.update(epochs=2, batch_size=16, lr_milestones=(1,), log_every=2, eval_every_epochs=1,
+                            lr=0.05)
+    return config

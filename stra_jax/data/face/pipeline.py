@@ -1,0 +1,144 @@
+"""tf.data input pipelines for face recognition (the paper's face recipe).
+
+Training: encoded image -> decode -> resize to ``image_size`` when it differs
+(insightface's sets are already 112x112 aligned crops) -> random horizontal
+flip (the only augmentation) -> ``(x - 127.5) / 128``.
+
+Determinism, resume and hosts as for ReID (``stra_jax.data.pipeline``): the
+epoch's order is a permutation of (seed, epoch); the flip is stateless with a
+per-example seed from (seed, epoch, position); ``start_step`` skips to a batch;
+each global batch is split into ``process_count`` contiguous host slices and a
+host reads only its records. Records are read by one Python thread (RecordIO
+reads are a seek and a read) and decoded by tf.data's parallel map.
+
+Evaluation: ``verification_batches`` streams the decoded, normalised images of a
+``.bin`` set in order, padded to whole batches.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from stra_jax.data.face.dataset import FaceTrainSet
+from stra_jax.data.pipeline import epoch_order, steps_per_epoch
+
+# Keep TensorFlow off the accelerators JAX owns.
+tf.config.set_visible_devices([], "GPU")
+
+
+def normalize_face(image: tf.Tensor) -> tf.Tensor:
+    """uint8-range (H, W, 3) -> ``(x - 127.5) / 128`` float32 (insightface, the paper)."""
+    return (tf.cast(image, tf.float32) - 127.5) / 128.0
+
+
+def decode_face(encoded: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
+    """Encoded JPEG/PNG -> (H, W, 3) float32 in [0, 255] at ``image_size``."""
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    image = tf.cast(image, tf.float32)
+    shape = tf.shape(image)
+    resized = tf.cond(tf.reduce_all(shape[:2] == tf.constant(image_size)),
+                      lambda: image, lambda: tf.image.resize(image, image_size, method="bilinear"))
+    return tf.ensure_shape(resized, (*image_size, 3))
+
+
+def train_dataset(train: FaceTrainSet, *, global_batch: int, image_size: tuple[int, int] = (112, 112),
+                  seed: int = 0, epoch: int = 0, start_step: int = 0, flip: bool = True,
+                  process_index: int = 0, process_count: int = 1) -> tuple[tf.data.Dataset, np.ndarray]:
+    """One epoch of this host's batches ``{"images": (b, H, W, 3) float32, "labels":
+    (b,) int32}``, b = global_batch / process_count, from ``start_step`` on; also
+    returns the indices (into ``train``) it reads, in order, to name a bad one."""
+    if global_batch % process_count:
+        raise ValueError(f"global_batch={global_batch} is not divisible by process_count={process_count}")
+    if steps_per_epoch(len(train), global_batch) < 1:
+        raise ValueError(f"{len(train)} training images are fewer than one global batch of {global_batch}")
+    local = global_batch // process_count
+    order = epoch_order(len(train), global_batch, seed, epoch)
+    positions = np.arange(order.size).reshape(order.shape)
+    host = slice(process_index * local, (process_index + 1) * local)
+    order, positions = order[start_step:, host].ravel(), positions[start_step:, host].ravel()
+    seeds = np.stack([np.full_like(positions, seed * 1_000_003 + epoch), positions], axis=1).astype(np.int64)
+
+    def records():
+        for index, example_seed in zip(order, seeds):
+            image, label = train.read(int(index))
+            yield image, np.int32(label), example_seed
+
+    signature = (tf.TensorSpec((), tf.string), tf.TensorSpec((), tf.int32), tf.TensorSpec((2,), tf.int64))
+    ds = tf.data.Dataset.from_generator(records, output_signature=signature)
+
+    def load(encoded, label, example_seed):
+        image = decode_face(encoded, image_size)
+        if flip:
+            image = tf.image.stateless_random_flip_left_right(image, example_seed)
+        return {"images": normalize_face(image), "labels": label}
+
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE), order
+
+
+def undecodable(encoded: bytes) -> str | None:
+    """Why ``encoded`` is not a decodable RGB image, or None."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(encoded)) as image:
+            image.convert("RGB").load()
+    except Exception as err:  # Pillow raises many types
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def numpy_train_batches(train: FaceTrainSet, **kwargs) -> Iterator[dict[str, np.ndarray]]:
+    """:func:`train_dataset` as NumPy batches; a record that breaks the pipeline
+    (undecodable image, bad label, truncated file) is named with its file and
+    byte offset instead of TensorFlow's message."""
+    ds, order = train_dataset(train, **kwargs)
+    iterator = ds.as_numpy_iterator()
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except (tf.errors.OpError, ValueError) as err:
+            raise ValueError(_culprit(train, order, err)) from err
+        yield batch
+
+
+def _culprit(train: FaceTrainSet, order: np.ndarray, err: Exception) -> str:
+    message = (getattr(err, "message", None) or str(err)).strip().splitlines()[0]
+    for index in order:
+        try:
+            image, _ = train.read(int(index))
+        except (ValueError, KeyError, OSError) as read_error:
+            return str(read_error)
+        reason = undecodable(image)
+        if reason is not None:
+            return f"{train.describe(int(index))}: undecodable image ({reason})"
+    return f"face input pipeline failed ({message}); every record of the epoch reads and decodes"
+
+
+def decode_verification_images(path: str, images: Sequence[bytes]) -> None:
+    """Raise naming ``path`` and the index of the first undecodable image."""
+    for i, image in enumerate(images):
+        reason = undecodable(image)
+        if reason is not None:
+            raise ValueError(f"{path}: image {i} (pair {i // 2}) is undecodable ({reason})")
+
+
+def verification_batches(images: Sequence[bytes], *, batch_size: int,
+                         image_size: tuple[int, int] = (112, 112)) -> Iterator[np.ndarray]:
+    """(batch_size, H, W, 3) float32 normalised batches of ``images`` in order; the
+    last one padded with copies of the first image (drop rows >= len(images))."""
+    n = len(images)
+    if n == 0:
+        raise ValueError("verification_batches: no images")
+    padded = list(images) + [images[0]] * (math.ceil(n / batch_size) * batch_size - n)
+    ds = tf.data.Dataset.from_tensor_slices(np.array(padded, dtype=object))
+    ds = ds.map(lambda e: normalize_face(decode_face(e, image_size)), num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()

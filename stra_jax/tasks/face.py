@@ -1,0 +1,164 @@
+"""Face recognition: identity classification with softmax / CosFace / ArcFace
+(+ w * L_d) on a RecordIO or folder training set; verification on ``.bin`` pairs.
+
+Config keys read here:
+
+* ``dataset``: ``name`` ("recordio" | "folder" | "synthetic_faces"), ``root``
+  (insightface's folder: ``train.rec``/``train.idx`` + ``*.bin``; empty = the
+  workdir's ``data/<name>``), ``verification`` (names of the ``.bin`` sets to
+  use; empty = every one in ``root``), ``check_images`` (decode every training
+  image once before training; the result is cached in ``WORKDIR/cache``), and
+  ``synthetic`` (the spec of the built-in synthetic set);
+* ``input``: ``image_size`` (112, 112), ``flip``;
+* ``train``: ``loss``, ``margin``, ``scale``, ``straight_through``,
+  ``diversity_weight`` (plus the loop's keys);
+* ``model.shard_classifier``: split the classifier's (D, classes) weights over
+  the devices along the class axis (its class count padded to a multiple of
+  the device count; the padded columns never enter the softmax), so that
+  millions of identities fit; the loss then never gathers the weights.
+
+The evaluators (``config.evals``, usually one ``face_verification``) get the
+``.bin`` sets as ``face_verification_sets``.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Iterable, Mapping
+
+import jax
+import numpy as np
+
+from stra_jax.data.face.dataset import FaceDataset, prepare_face_dataset
+from stra_jax.margin_losses import check_margin_settings, margin_objective
+from stra_jax.models.registry import get_entry
+from stra_jax.sharding import DATA
+from stra_jax.tasks.base import Task
+from stra_jax.utils import write_json_atomic
+
+CLASSIFIER_KERNEL = r"\['classifier'\]\['kernel'\]$"
+
+
+def _decode_error(encoded: bytes) -> str | None:
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(encoded)) as image:
+            image.convert("RGB").load()
+    except Exception as err:  # Pillow raises many types
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+class FaceTask(Task):
+    """Train on a face set's identities; evaluate by verification on its ``.bin`` pairs."""
+
+    progress_metrics = ("ce", "diversity", "accuracy")
+    dataset: FaceDataset
+
+    def __init__(self, config: Any, workdir=None) -> None:
+        super().__init__(config, workdir)
+        t = config.train
+        # Fail on a bad margin/scale before anything is read or created.
+        check_margin_settings(t.get("loss", "arcface"), t.get("margin", 0.0), t.get("scale", 1.0))
+        self._objective = None
+
+    def load(self) -> str:
+        cfg = self.config.dataset
+        synthetic = cfg.get("synthetic")
+        start = time.perf_counter()
+        self.dataset = prepare_face_dataset(cfg.name, self.data_root(), synthetic.to_dict() if synthetic else None,
+                                            tuple(cfg.get("verification", ())))
+        note = ""
+        if cfg.get("check_images", True):
+            note = f"\n{self._check_train_images()} in {time.perf_counter() - start:.1f} s"
+        t = self.config.train
+        self._objective = margin_objective(t.loss, t.margin, t.scale, diversity_weight=t.diversity_weight,
+                                           num_classes=self.num_classes,
+                                           straight_through=t.get("straight_through", False),
+                                           shard_classifier=self.shard_classifier)
+        return self.dataset.summary() + note
+
+    def _check_train_images(self) -> str:
+        """Decode every training image once (a thread pool); a bad one stops the
+        run naming its file and record. A set found good is remembered in
+        ``WORKDIR/cache`` by its files' size and mtime."""
+        train = self.dataset.train
+        stamp = _stamp(train)
+        cache = self.workdir / "cache" / f"faces_ok_{self.config.dataset.name}.json" if self.workdir else None
+        if cache is not None and cache.is_file():
+            try:
+                if json.loads(cache.read_text()) == stamp:
+                    return f"training images checked before ({len(train)}, cached)"
+            except (OSError, ValueError):
+                pass
+        with ThreadPoolExecutor(max_workers=min(32, 4 * (os.cpu_count() or 1))) as pool:
+            encoded = (train.read(i)[0] for i in range(len(train)))  # reads in order, decodes in parallel
+            for index, error in enumerate(pool.map(_decode_error, encoded)):
+                if error is not None:
+                    raise ValueError(f"{train.describe(index)}: corrupt or undecodable image ({error}); "
+                                     "fix the set, or set dataset.check_images=False to find it during training")
+        if cache is not None:
+            write_json_atomic(cache, stamp)
+        return f"checked {len(train)} training images"
+
+    @property
+    def shard_classifier(self) -> bool:
+        return bool(self.config.model.get("shard_classifier", False))
+
+    @property
+    def num_classes(self) -> int:
+        return self.dataset.train.num_classes
+
+    @property
+    def num_train_examples(self) -> int:
+        return len(self.dataset.train)
+
+    def model_overrides(self) -> dict[str, Any]:
+        """The classifier's width (padded to the device count when it is
+        sharded) and, for families sized by their input, the input size."""
+        classes = self.num_classes
+        if self.shard_classifier:
+            devices = jax.device_count()
+            classes = -(-classes // devices) * devices
+        overrides: dict[str, Any] = {"num_classes": classes}
+        if "input_size" in get_entry(self.config.model.name).options:
+            overrides["input_size"] = tuple(self.config.input.image_size)
+        return overrides
+
+    def sharding_rules(self) -> list[tuple[str, tuple]]:
+        return [(CLASSIFIER_KERNEL, (None, DATA))] if self.shard_classifier else []
+
+    def train_batches(self, *, epoch: int, start_step: int, global_batch: int, process_index: int,
+                      process_count: int) -> Iterable[dict[str, np.ndarray]]:
+        from stra_jax.data.face.pipeline import numpy_train_batches
+
+        cfg = self.config.input
+        return numpy_train_batches(self.dataset.train, global_batch=global_batch,
+                                   image_size=tuple(cfg.image_size), seed=self.config.seed, epoch=epoch,
+                                   start_step=start_step, flip=cfg.get("flip", True),
+                                   process_index=process_index, process_count=process_count)
+
+    def loss(self, outputs: dict[str, jax.Array], batch: dict[str, jax.Array],
+             collections: Mapping[str, Any]) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Margin cross-entropy (softmax / CosFace / ArcFace) + w * L_d."""
+        if self._objective is None:
+            raise RuntimeError("FaceTask.loss before load()")
+        return self._objective(outputs, batch, collections)
+
+    def eval_context(self) -> dict[str, Any]:
+        return {"face_verification_sets": dict(self.dataset.verification)}
+
+
+def _stamp(train) -> dict[str, Any]:
+    """What identifies the training files' contents for the image-check cache."""
+    source = str(train.source)
+    paths = getattr(train, "paths", None) or [source, str(os.path.splitext(source)[0] + ".idx")]
+    stats = []
+    for p in paths:
+        st = os.stat(p)
+        stats.append([p, st.st_size, st.st_mtime_ns])
+    return {"version": 1, "files": stats}
