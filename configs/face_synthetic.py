@@ -27,7 +27,7 @@ def get_config(arg: str | None = None):
     if "smoke" in parse_variants(arg, FACE_VARIANTS):  # face_config already made the run tiny
         config.dataset.synthetic.update(num_train_ids=6, images_per_id=6, num_pair_ids=4, pairs_per_set=20, size=32)
         return config
-    config.model.kwargs = dict(width=16, stage_sizes=(1, 1, 2, 1), stem_stride=2, embedding_dim=128)
+    config.model.kwargs = dict(width=12, stage_sizes=(1, 1, 2, 1), stem_stride=2, embedding_dim=128)
     config.evals.face.update(batch_size=100)
-    config.train.update(epochs=12, batch_size=64, lr=0.1, lr_milestones=(8, 10), log_every=25, eval_every_epochs=4)
+    config.train.update(epochs=10, batch_size=64, lr=0.1, lr_milestones=(6, 8), log_every=25, eval_every_epochs=5)
     return config

@@ -47,3 +47,31 @@ def test_unknown_variant_lists_known_ones():
 
     with pytest.raises(ValueError, match=r"unknown config variant\(s\) \['papr'\]; known variants"):
         reid_market.get_config("papr")
+
+
+@pytest.mark.parametrize("name", ["face_casia", "face_ms1m", "face_synthetic"])
+def test_face_configs_follow_the_paper_recipe(name):
+    module = importlib.import_module(f"configs.{name}")
+    config = module.get_config()
+    t = config.train
+    assert (config.task, config.model.name, config.input.image_size) == ("face", "stra_resnet50_face", (112, 112))
+    assert (t.optimizer, t.momentum, t.weight_decay, t.diversity_weight) == ("sgd", 0.9, 5e-4, 0.1)
+    assert (t.loss, t.margin, t.scale) == ("arcface", 0.15, 20.0) and config.evals.face.flip == "concat"
+    assert t.best_metric == "face/mean_accuracy"
+    if name != "face_synthetic":
+        assert (t.lr, t.lr_milestones, t.epochs, t.batch_size) == (0.1, (8, 12), 20, 512)
+    cos = module.get_config("cosface")
+    assert (cos.train.loss, cos.train.margin, cos.train.scale) == ("cosface", 0.2, 20.0)
+    assert module.get_config("softmax").train.loss == "softmax"
+    assert module.get_config("baseline,arcface").model.name == "resnet50_face"
+    assert module.get_config("smoke").train.epochs == 2
+    with pytest.raises(ValueError, match="choose one loss"):
+        module.get_config("softmax,cosface")
+    with pytest.raises(ValueError, match=r"unknown config variant\(s\) \['k5'\]"):
+        module.get_config("k5")
+
+
+def test_ms1m_shards_the_classifier():
+    from configs import face_casia, face_ms1m
+
+    assert face_ms1m.get_config().model.shard_classifier and not face_casia.get_config().model.shard_classifier

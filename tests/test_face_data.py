@@ -169,3 +169,25 @@ def test_pack_faces_tool(tmp_path):
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 1 and proc.stderr.startswith(f"error: {root / 'bob' / '1.jpg'}: corrupt")
     assert not out2.exists() and not out2.with_suffix(".idx").exists()
+
+
+def test_pack_faces_pairs_list_to_bin(tmp_path):
+    from stra_jax.tools.pack_faces import main
+
+    for i in range(4):
+        (tmp_path / f"{i}.jpg").write_bytes(_jpeg(100 + i))
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("# a b same\n0.jpg 1.jpg 1\n2.jpg 3.jpg 0\n")
+    out = tmp_path / "mine.bin"
+    assert main([str(pairs), str(out)]) == 0
+    images, issame = read_verification_bin(out)
+    assert images == [(tmp_path / f"{i}.jpg").read_bytes() for i in range(4)] and issame.tolist() == [True, False]
+
+    bad = tmp_path / "bad.txt"
+    bad.write_text("0.jpg 1.jpg yes\n")
+    assert main([str(bad), str(tmp_path / "bad.bin")]) == 1 and not (tmp_path / "bad.bin").exists()
+    missing = tmp_path / "missing.txt"
+    missing.write_text("0.jpg 9.jpg 1\n")
+    assert main([str(missing), str(tmp_path / "m.bin")]) == 1 and not (tmp_path / "m.bin").exists()
+    (tmp_path / "3.jpg").write_bytes(b"broken")
+    assert main([str(pairs), str(tmp_path / "b.bin")]) == 1 and not (tmp_path / "b.bin").exists()

@@ -250,13 +250,13 @@ def test_spatial_sizes_and_outputs_at_112():
     assert all(v.dtype == jnp.float32 for v in out.values())
 
 
-def test_init_size_does_not_change_parameters():
-    model, variables = _narrow_shapes(num_classes=3)
-    small = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
-                           jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
+def test_parameters_are_sized_by_input_size():
+    model, variables = _narrow_shapes(num_classes=3)  # initialised by models.io at input_size
     native = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), IMAGES_112)
-    assert jax.tree.map(lambda a: a.shape, small) == jax.tree.map(lambda a: a.shape, native)
     assert jax.tree.map(lambda a: a.shape, variables) == jax.tree.map(lambda a: a.shape, native)
+    with pytest.raises(ValueError, match=r"built for 112x112 inputs .* got 64x64"):
+        jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
+                       jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
     model2, variables2 = _narrow_shapes(stem_stride=2)  # 112 / 32 = 3.5: ceil -> 4x4 last stage
     assert variables2["params"]["face_fc"]["kernel"].shape == (4 * 4 * 256, 512)
     out = jax.eval_shape(lambda v, x: model2.apply(v, x, train=False), variables2, IMAGES_112)

@@ -15,8 +15,8 @@ files; ``issame[i]`` says whether they show the same person. The protocol
   threshold against FAR, 0 if no threshold reaches it; see
   :func:`far_threshold`), then VAL and FAR on the fold.
 
-Part of the face task (issue #11); the face evaluator that runs it on ``.bin``
-sets during training is not written yet.
+The ``face_verification`` evaluator (``face_verification.py``) runs it on the
+``.bin`` sets during training and in ``eval.py``.
 """
 from __future__ import annotations
 

@@ -24,9 +24,8 @@ parameters, of the 74,886,208 of ``resnet50_face`` without classifier
 (67,950,136 for ``stra_resnet50_face``, whose StRA replaces three 3x3 convs; a
 CASIA-WebFace classifier adds 512 * 10,572 = 5,412,864). So the parameters depend on the input size:
 ``input_size`` fixes it (112x112; ``models/io.py`` initialises a family that
-has this option at that size), other sizes fail at apply. ``init`` on any other
-image (a generic small dummy) still builds the head on a zero map of the native
-shape, so parameters always match ``input_size``.
+has this option at that size); other sizes fail, at ``init`` and at ``apply``,
+naming the size the model is built for.
 
 No pretrained groups: the family has no ``FREEZABLE`` and ``frozen`` must be empty.
 """
@@ -132,7 +131,7 @@ class FaceResNet(nn.Module):
         if images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"images shape {images.shape}: expected (batch, height, width, 3) NHWC")
         native = tuple(int(v) for v in self.input_size)
-        if images.shape[1:3] != native and not self.is_initializing():
+        if images.shape[1:3] != native:
             h, w = images.shape[1:3]
             raise ValueError(f"images shape {images.shape}: this FaceResNet is built for {native[0]}x{native[1]} "
                              f"inputs (input_size; the face FC flattens the last-stage map), got {h}x{w}: resize "
@@ -159,11 +158,6 @@ class FaceResNet(nn.Module):
                     **kw,
                 )(x, train=train)
 
-        expected = last_stage_size(native, self.stem_stride)
-        if x.shape[1:3] != expected:
-            # Only during init on another size (see the module docstring): the FC's
-            # input width must be the native map's, whatever image init was given.
-            x = jnp.zeros((x.shape[0], *expected, x.shape[-1]), x.dtype)
         head = make_head("face", num_classes=self.num_classes, embedding_dim=self.embedding_dim,
                          dropout=self.head_dropout, classifier=self.classifier, **kw)
         nn.share_scope(self, head)  # top-level face_bn_map, face_fc, face_bn_embed, classifier
