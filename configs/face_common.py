@@ -83,6 +83,6 @@ def face_config(dataset: str, root: str, arg: str | None = None,
         config.model.kwargs = dict(width=8, stage_sizes=(1, 1, 1, 1), embedding_dim=32)
         config.input.image_size = (32, 32)
         config.evals.face.update(image_size=(32, 32), batch_size=16, nrof_folds=2)
-        config.train.update(epochs=2, batch_size=16, lr_milestones=(1,), log_every=2, eval_every_epochs=1,
+        config.train.update(epochs=2, batch_size=16, lr_milestones=(1,), log_every=2, eval_every_epochs=2,
                             lr=0.05)
     return config

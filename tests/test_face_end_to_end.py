@@ -68,9 +68,15 @@ def test_eval_cli_table_json_and_roc(trained, tmp_path):
 
 
 def test_bad_margin_and_loss_fail_before_writing(tmp_path):
+    from configs import face_synthetic
+    from stra_jax.training.loop import train_and_evaluate
+
     workdir = tmp_path / "never"
-    proc = _run(["train.py", "--config", SMOKE, "--workdir", str(workdir), "--config.train.margin=2.5"])
-    assert proc.returncode != 0 and "train.margin=2.5" in proc.stderr and not workdir.exists()
-    proc = _run(["train.py", "--config", SMOKE, "--workdir", str(workdir), "--config.train.loss=sphereface"])
-    assert proc.returncode != 0 and "sphereface" in proc.stderr and "arcface" in proc.stderr
-    assert not workdir.exists()
+    for key, value, message in (("margin", 2.5, r"train.margin=2.5: expected a number in \[0, 1\)"),
+                                ("scale", 0.0, r"train.scale=0.0"),
+                                ("loss", "sphereface", r"sphereface.*arcface")):
+        config = face_synthetic.get_config("smoke")
+        config.train[key] = value
+        with pytest.raises(ValueError, match=message):
+            train_and_evaluate(config, workdir)
+        assert not workdir.exists()

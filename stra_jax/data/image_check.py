@@ -19,12 +19,15 @@ R = TypeVar("R")  # a record with a ``path`` attribute
 _CACHE_VERSION = 1
 
 
-def decode_error(path: str) -> str | None:
-    """Why ``path`` cannot be decoded as an RGB image, or None if it can."""
+def decode_error(path: str | bytes) -> str | None:
+    """Why ``path`` (a file, or the encoded image itself as bytes) cannot be
+    decoded as an RGB image, or None if it can."""
+    import io
+
     from PIL import Image
 
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as image:
             image.convert("RGB").load()
     except Exception as err:  # Pillow raises OSError, SyntaxError, ValueError, ...
         return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__

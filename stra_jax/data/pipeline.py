@@ -134,6 +134,26 @@ def epoch_order(num_examples: int, global_batch: int, seed: int, epoch: int) -> 
     return order[: steps * global_batch].reshape(steps, global_batch)
 
 
+def host_epoch_slice(num_examples: int, global_batch: int, seed: int, epoch: int, start_step: int,
+                     process_index: int, process_count: int) -> tuple[np.ndarray, np.ndarray]:
+    """This host's part of an epoch from ``start_step`` on: ``(indices (n,),
+    per-example seeds (n, 2))``, n = remaining steps * global_batch /
+    process_count. Host p takes the p-th contiguous slice of each global batch;
+    an example's seed is (seed, epoch, its position in the epoch), so it gets the
+    same augmentation whichever host, thread or restart loads it."""
+    if global_batch % process_count:
+        raise ValueError(f"global_batch={global_batch} is not divisible by process_count={process_count}")
+    if steps_per_epoch(num_examples, global_batch) < 1:
+        raise ValueError(f"{num_examples} training images are fewer than one global batch of {global_batch}")
+    local = global_batch // process_count
+    order = epoch_order(num_examples, global_batch, seed, epoch)
+    positions = np.arange(order.size).reshape(order.shape)
+    host = slice(process_index * local, (process_index + 1) * local)
+    order, positions = order[start_step:, host].ravel(), positions[start_step:, host].ravel()
+    seeds = np.stack([np.full_like(positions, seed * 1_000_003 + epoch), positions], axis=1).astype(np.int64)
+    return order, seeds
+
+
 def train_dataset(
     records: Sequence[Record],
     *,
@@ -149,18 +169,11 @@ def train_dataset(
     """One epoch of this host's training batches: {"images": (b, H, W, 3) float32,
     "labels": (b,) int32} with b = global_batch / process_count, starting at
     ``start_step``."""
-    if global_batch % process_count:
-        raise ValueError(f"global_batch={global_batch} is not divisible by process_count={process_count}")
-    if steps_per_epoch(len(records), global_batch) < 1:
-        raise ValueError(f"{len(records)} training images are fewer than one global batch of {global_batch}")
+    order, seeds = host_epoch_slice(len(records), global_batch, seed, epoch, start_step, process_index,
+                                    process_count)
     local = global_batch // process_count
-    order = epoch_order(len(records), global_batch, seed, epoch)
-    positions = np.arange(order.size).reshape(order.shape)  # position within the epoch: seeds ops
-    host = slice(process_index * local, (process_index + 1) * local)
-    order, positions = order[start_step:, host].ravel(), positions[start_step:, host].ravel()
     paths = np.array([records[i].path for i in order], dtype=object).astype(str)
     labels = np.array([records[i].pid for i in order], dtype=np.int32)
-    seeds = np.stack([np.full_like(positions, seed * 1_000_003 + epoch), positions], axis=1).astype(np.int64)
 
     def load(path, label, example_seed):
         image = augment(load_image(path, image_size), example_seed, augmentation)

@@ -22,7 +22,6 @@ The evaluators (``config.evals``, usually one ``face_verification``) get the
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import time
@@ -33,6 +32,7 @@ import jax
 import numpy as np
 
 from stra_jax.data.face.dataset import FaceDataset, prepare_face_dataset
+from stra_jax.data.image_check import decode_error
 from stra_jax.margin_losses import check_margin_settings, margin_objective
 from stra_jax.models.registry import get_entry
 from stra_jax.sharding import DATA
@@ -40,17 +40,6 @@ from stra_jax.tasks.base import Task
 from stra_jax.utils import write_json_atomic
 
 CLASSIFIER_KERNEL = r"\['classifier'\]\['kernel'\]$"
-
-
-def _decode_error(encoded: bytes) -> str | None:
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(encoded)) as image:
-            image.convert("RGB").load()
-    except Exception as err:  # Pillow raises many types
-        return f"{type(err).__name__}: {err}"
-    return None
 
 
 class FaceTask(Task):
@@ -97,7 +86,7 @@ class FaceTask(Task):
                 pass
         with ThreadPoolExecutor(max_workers=min(32, 4 * (os.cpu_count() or 1))) as pool:
             encoded = (train.read(i)[0] for i in range(len(train)))  # reads in order, decodes in parallel
-            for index, error in enumerate(pool.map(_decode_error, encoded)):
+            for index, error in enumerate(pool.map(decode_error, encoded)):
                 if error is not None:
                     raise ValueError(f"{train.describe(index)}: corrupt or undecodable image ({error}); "
                                      "fix the set, or set dataset.check_images=False to find it during training")

@@ -23,7 +23,8 @@ import numpy as np
 import tensorflow as tf
 
 from stra_jax.data.face.dataset import FaceTrainSet
-from stra_jax.data.pipeline import epoch_order, steps_per_epoch
+from stra_jax.data.image_check import decode_error
+from stra_jax.data.pipeline import host_epoch_slice
 
 # Keep TensorFlow off the accelerators JAX owns.
 tf.config.set_visible_devices([], "GPU")
@@ -50,16 +51,9 @@ def train_dataset(train: FaceTrainSet, *, global_batch: int, image_size: tuple[i
     """One epoch of this host's batches ``{"images": (b, H, W, 3) float32, "labels":
     (b,) int32}``, b = global_batch / process_count, from ``start_step`` on; also
     returns the indices (into ``train``) it reads, in order, to name a bad one."""
-    if global_batch % process_count:
-        raise ValueError(f"global_batch={global_batch} is not divisible by process_count={process_count}")
-    if steps_per_epoch(len(train), global_batch) < 1:
-        raise ValueError(f"{len(train)} training images are fewer than one global batch of {global_batch}")
+    order, seeds = host_epoch_slice(len(train), global_batch, seed, epoch, start_step, process_index,
+                                    process_count)
     local = global_batch // process_count
-    order = epoch_order(len(train), global_batch, seed, epoch)
-    positions = np.arange(order.size).reshape(order.shape)
-    host = slice(process_index * local, (process_index + 1) * local)
-    order, positions = order[start_step:, host].ravel(), positions[start_step:, host].ravel()
-    seeds = np.stack([np.full_like(positions, seed * 1_000_003 + epoch), positions], axis=1).astype(np.int64)
 
     def records():
         for index, example_seed in zip(order, seeds):
@@ -77,20 +71,6 @@ def train_dataset(train: FaceTrainSet, *, global_batch: int, image_size: tuple[i
 
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE), order
-
-
-def undecodable(encoded: bytes) -> str | None:
-    """Why ``encoded`` is not a decodable RGB image, or None."""
-    import io
-
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(encoded)) as image:
-            image.convert("RGB").load()
-    except Exception as err:  # Pillow raises many types
-        return f"{type(err).__name__}: {err}"
-    return None
 
 
 def numpy_train_batches(train: FaceTrainSet, **kwargs) -> Iterator[dict[str, np.ndarray]]:
@@ -116,7 +96,7 @@ def _culprit(train: FaceTrainSet, order: np.ndarray, err: Exception) -> str:
             image, _ = train.read(int(index))
         except (ValueError, KeyError, OSError) as read_error:
             return str(read_error)
-        reason = undecodable(image)
+        reason = decode_error(image)
         if reason is not None:
             return f"{train.describe(int(index))}: undecodable image ({reason})"
     return f"face input pipeline failed ({message}); every record of the epoch reads and decodes"
@@ -125,7 +105,7 @@ def _culprit(train: FaceTrainSet, order: np.ndarray, err: Exception) -> str:
 def decode_verification_images(path: str, images: Sequence[bytes]) -> None:
     """Raise naming ``path`` and the index of the first undecodable image."""
     for i, image in enumerate(images):
-        reason = undecodable(image)
+        reason = decode_error(image)
         if reason is not None:
             raise ValueError(f"{path}: image {i} (pair {i // 2}) is undecodable ({reason})")
 
