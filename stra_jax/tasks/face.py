@@ -40,6 +40,7 @@ from stra_jax.tasks.base import Task
 from stra_jax.utils import write_json_atomic
 
 CLASSIFIER_KERNEL = r"\['classifier'\]\['kernel'\]$"
+_CHECK_CHUNK = 4096  # images read into memory at a time by the up-front check
 
 
 class FaceTask(Task):
@@ -85,11 +86,15 @@ class FaceTask(Task):
             except (OSError, ValueError):
                 pass
         with ThreadPoolExecutor(max_workers=min(32, 4 * (os.cpu_count() or 1))) as pool:
-            encoded = (train.read(i)[0] for i in range(len(train)))  # reads in order, decodes in parallel
-            for index, error in enumerate(pool.map(decode_error, encoded)):
-                if error is not None:
-                    raise ValueError(f"{train.describe(index)}: corrupt or undecodable image ({error}); "
-                                     "fix the set, or set dataset.check_images=False to find it during training")
+            # Read in order, decode in parallel, a chunk at a time: pool.map takes its
+            # whole input at once, and a whole face set does not fit in memory.
+            for start in range(0, len(train), _CHECK_CHUNK):
+                indices = range(start, min(start + _CHECK_CHUNK, len(train)))
+                encoded = [train.read(i)[0] for i in indices]
+                for index, error in zip(indices, pool.map(decode_error, encoded)):
+                    if error is not None:
+                        raise ValueError(f"{train.describe(index)}: corrupt or undecodable image ({error}); fix "
+                                         "the set, or set dataset.check_images=False to find it during training")
         if cache is not None:
             write_json_atomic(cache, stamp)
         return f"checked {len(train)} training images"
