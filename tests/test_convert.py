@@ -143,8 +143,11 @@ def test_wrong_shape_is_listed_with_both_shapes(torch_stra):
 
 
 def test_unknown_arch_lists_known_ones():
-    with pytest.raises(ValueError, match="known models are resnet50, resnet50_face, stra_resnet50, stra_resnet50_face"):
+    with pytest.raises(ValueError, match="unknown model 'resnet51': known models are ") as err:
         create_model("resnet51")
+    for name in ("mobilenetv2_x1_0", "nonlocal_resnet50", "resnet50", "sasa_resnet50", "se_resnet50",
+                 "stra_mobilenetv2_x1_4", "stra_resnet50", "stra_resnet50_face"):
+        assert name in str(err.value)
 
 
 def test_file_formats_and_cli_round_trip(tmp_path, torch_stra):

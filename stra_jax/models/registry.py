@@ -22,7 +22,11 @@ import jax
 import jax.numpy as jnp
 
 from stra_jax.models.face_resnet import FaceResNet
+from stra_jax.models.mobilenetv2 import MobileNetV2
+from stra_jax.models.nonlocal_resnet import NonLocalResNet
 from stra_jax.models.resnet import ResNet
+from stra_jax.models.sasa_resnet import SASAResNet
+from stra_jax.models.se_resnet import SEResNet
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -160,3 +164,21 @@ register_model("resnet50_face", FaceResNet, stage_sizes=(3, 4, 6, 3), stra_stage
 register_model("stra_resnet50_face", FaceResNet, stage_sizes=(3, 4, 6, 3), stra_stages=(3,), heads=8,
                kernel_size=3, reduction=4, input_size=(112, 112), embedding_dim=512, head_dropout=0.4,
                classifier="margin")
+
+# The paper's comparison networks (Table 2, Fig. 3). Registered as their original
+# papers define them (ImageNet-style head: last stride 2, GAP feature); the ReID
+# configs (``:se``, ``:nonlocal``, ...) give every row StRA's head (last stride 1,
+# 512-d BN embedding), so that Table 2's rows differ only in the attention.
+register_model("se_resnet50", SEResNet, stage_sizes=(3, 4, 6, 3), se_reduction=16)
+# Wang et al.'s image (COCO) configuration: one block before the last block of res4.
+register_model("nonlocal_resnet50", NonLocalResNet, stage_sizes=(3, 4, 6, 3), nonlocal_blocks=(0, 0, 1, 0))
+# SASA in the last stage "following the implementation in section 5.1": as StRA-ResNet-50.
+register_model("sasa_resnet50", SASAResNet, stage_sizes=(3, 4, 6, 3), sasa_stages=(3,), heads=8, kernel_size=7,
+               last_stride=1, embedding_dim=512)
+register_model("mobilenetv2_x1_0", MobileNetV2, width_mult=1.0)
+register_model("mobilenetv2_x1_4", MobileNetV2, width_mult=1.4)
+# StRA in the last stage: the blocks at 1/32 (torchvision's rows 160 x3 and 320 x1).
+register_model("stra_mobilenetv2_x1_0", MobileNetV2, width_mult=1.0, stra_stages=(5, 6), heads=8, kernel_size=3,
+               reduction=4, last_stride=1, embedding_dim=512)
+register_model("stra_mobilenetv2_x1_4", MobileNetV2, width_mult=1.4, stra_stages=(5, 6), heads=8, kernel_size=3,
+               reduction=4, last_stride=1, embedding_dim=512)

@@ -1,0 +1,2 @@
+"""Cadene's SE-ResNet-50 names: STUB, being written."""
+from __future__ import annotations
