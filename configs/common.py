@@ -10,6 +10,16 @@ import ml_collections
 
 REID_VARIANTS = ("paper", "authors", "smoke")
 ABLATIONS = ("local_only", "no_interaction", "softmax_gate", "k5", "k7", "g4", "g16", "g32", "baseline")
+# Paper Table 2 / Fig. 3: variant -> registered network. Every row gets StRA's
+# ReID head (last stride 1, 512-d BN embedding), as ``:baseline`` does, so the
+# rows differ only in their attention ("same experimental setup", Sec. 5.1).
+NETWORKS = {"se": "se_resnet50", "nonlocal": "nonlocal_resnet50", "sasa": "sasa_resnet50",
+            "mnetv2": "mobilenetv2_x1_0", "mnetv2_x1_4": "mobilenetv2_x1_4",
+            "stra_mnetv2": "stra_mobilenetv2_x1_0", "stra_mnetv2_x1_4": "stra_mobilenetv2_x1_4"}
+# MobileNetV2's pretrained groups (torchvision rows); "layer4"'s equivalent is the
+# rows at 1/32 (160, 320) and the last 1x1 conv.
+MOBILE_GROUPS = ("stem", "stage1", "stage2", "stage3", "stage4", "stage5", "stage6", "stage7", "last_conv")
+MOBILE_LAST_STAGE = ("stage6", "stage7", "last_conv")
 
 
 def parse_variants(arg: str | None, known: tuple[str, ...]) -> set[str]:
@@ -64,7 +74,7 @@ def apply_authors_recipe(config: ml_collections.ConfigDict, frozen_epochs: int =
     """The authors' released torchreid scripts (see docs: where they differ)."""
     t = config.train
     t.update(epochs=100, b2=0.99, lr_decay_every=20, lr_gamma=0.1, label_smoothing=0.1,
-             frozen_epochs=frozen_epochs, frozen_groups=("stem", "layer1", "layer2", "layer3"))
+             frozen_epochs=frozen_epochs, frozen_groups=frozen_groups(config.model.name, last_stage_open=True))
     config.evals.reid.update(normalize=True, metric="sqeuclidean")
 
 
@@ -81,8 +91,34 @@ def apply_ablation(config: ml_collections.ConfigDict, name: str) -> None:
     config.model.kwargs = dict(kw, **updates)
 
 
+def is_mobile(config: ml_collections.ConfigDict) -> bool:
+    return config.model.name.startswith(("mobilenetv2", "stra_mobilenetv2"))
+
+
+def frozen_groups(model_name: str, last_stage_open: bool) -> tuple[str, ...]:
+    """The pretrained groups the ReID recipes freeze first: all (paper) or all but
+    the last stage (the authors' scripts)."""
+    if model_name.startswith(("mobilenetv2", "stra_mobilenetv2")):
+        return tuple(g for g in MOBILE_GROUPS if not (last_stage_open and g in MOBILE_LAST_STAGE))
+    return ("stem", "layer1", "layer2", "layer3") + (() if last_stage_open else ("layer4",))
+
+
+def apply_network(config: ml_collections.ConfigDict, variant: str) -> None:
+    """A Table 2 network with StRA's ReID head; MobileNetV2's frozen groups are
+    its own (the same depth of the network as the ResNet groups)."""
+    config.model.name = NETWORKS[variant]
+    config.model.kwargs = dict(last_stride=1, embedding_dim=512)
+    last_stage_open = "layer4" not in config.train.frozen_groups  # the :authors recipe
+    config.train.frozen_groups = frozen_groups(config.model.name, last_stage_open)
+
+
+def narrow(config: ml_collections.ConfigDict, resnet: dict, mobile: dict) -> None:
+    """Shrink the network for small runs: ResNet-trunk options or MobileNetV2's."""
+    config.model.kwargs = dict(config.model.kwargs, **(mobile if is_mobile(config) else resnet))
+
+
 def reid_config(dataset: str, root: str, arg: str | None = None,
-                known: tuple[str, ...] = REID_VARIANTS + ABLATIONS) -> ml_collections.ConfigDict:
+                known: tuple[str, ...] = REID_VARIANTS + ABLATIONS + tuple(NETWORKS)) -> ml_collections.ConfigDict:
     variants = parse_variants(arg, known)
     config = ml_collections.ConfigDict()
     config.task = "reid"  # stra_jax.tasks: data, loss and evaluators
@@ -101,8 +137,17 @@ def reid_config(dataset: str, root: str, arg: str | None = None,
         apply_authors_recipe(config)
     for name in sorted(variants & set(ABLATIONS)):
         apply_ablation(config, name)
+    networks = sorted(variants & set(NETWORKS))
+    if len(networks) > 1 or (networks and variants & set(ABLATIONS)):
+        raise ValueError(f"config variants {sorted(variants)}: pick one network ({sorted(NETWORKS)}) or the "
+                         "StRA-ResNet-50 ablations, not several")
+    for name in networks:
+        apply_network(config, name)
     if "smoke" in variants:
-        config.model.kwargs = dict(config.model.kwargs, width=8, stage_sizes=(1, 1, 1, 2))
+        # a non-local block needs a residual block after it in its stage (res4 = layer3)
+        blocks = (1, 1, 2, 2) if config.model.name == "nonlocal_resnet50" else (1, 1, 1, 2)
+        narrow(config, resnet=dict(width=8, stage_sizes=blocks),
+               mobile=dict(width_mult=0.25, stage_blocks=(1, 1, 1, 1, 1, 1, 1)))
         config.input.image_size = (64, 32)
         config.evals.reid.update(image_size=(64, 32), batch_size=16)
         config.train.update(epochs=2, batch_size=8, frozen_epochs=1, log_every=2, eval_every_epochs=1)

@@ -8,13 +8,13 @@
 """
 from __future__ import annotations
 
-from configs.common import ABLATIONS, REID_VARIANTS, parse_variants, reid_config
+from configs.common import ABLATIONS, NETWORKS, REID_VARIANTS, parse_variants, reid_config
 
 SUBSETS = ("detected", "labeled")
 
 
 def get_config(arg: str | None = None):
-    variants = parse_variants(arg, REID_VARIANTS + ABLATIONS + SUBSETS)
+    variants = parse_variants(arg, REID_VARIANTS + ABLATIONS + tuple(NETWORKS) + SUBSETS)
     subset = "labeled" if "labeled" in variants else "detected"
     config = reid_config(f"cuhk03_{subset}", "data/cuhk03", ",".join(sorted(variants - set(SUBSETS))))
     return config

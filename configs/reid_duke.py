@@ -8,11 +8,11 @@ Duke, as the released scripts do.
 """
 from __future__ import annotations
 
-from configs.common import ABLATIONS, REID_VARIANTS, apply_authors_recipe, parse_variants, reid_config
+from configs.common import ABLATIONS, NETWORKS, REID_VARIANTS, apply_authors_recipe, parse_variants, reid_config
 
 
 def get_config(arg: str | None = None):
     config = reid_config("dukemtmcreid", "data/dukemtmc-reid", arg)
-    if "authors" in parse_variants(arg, REID_VARIANTS + ABLATIONS):
+    if "authors" in parse_variants(arg, REID_VARIANTS + ABLATIONS + tuple(NETWORKS)):
         apply_authors_recipe(config, frozen_epochs=10)
     return config

@@ -5,14 +5,22 @@
 Generates the synthetic set (Market-1501 layout) into WORKDIR/data when absent,
 trains a narrow StRA-ResNet from scratch (no pretrained weights exist for it)
 and evaluates it (mAP, rank-1). ``:smoke`` is a tiny version for tests.
+
+Paper Table 2 on this set: ``:baseline`` (ResNet-50 with StRA's head) and one
+variant per comparison network (``:se``, ``:nonlocal``, ``:sasa``, ``:mnetv2``,
+``:mnetv2_x1_4``, ``:stra_mnetv2``, ``:stra_mnetv2_x1_4``), narrowed like the
+demo's network (ResNets at width 16 with (1, 1, 2, 3) blocks, MobileNetV2 at
+half its width with one block per row); ``benchmarks/table2_synthetic.sh``
+runs them all and draws Fig. 3. Measured results: README, "Table 2 networks".
 """
 from __future__ import annotations
 
 import ml_collections
 
-from configs.common import parse_variants, reid_config
+from configs.common import NETWORKS, narrow, parse_variants, reid_config
+from stra_jax.models.registry import get_entry
 
-VARIANTS = ("smoke",)
+VARIANTS = ("smoke", "baseline") + tuple(NETWORKS)
 
 
 def get_config(arg: str | None = None):
@@ -22,7 +30,10 @@ def get_config(arg: str | None = None):
     if "smoke" in parse_variants(arg, VARIANTS):  # reid_config already made the run tiny
         config.dataset.synthetic.update(num_ids=12, images_per_id=6, height=64, width=32)
         return config
-    config.model.kwargs = dict(width=16, stage_sizes=(1, 1, 2, 3))
+    # MobileNetV2 at half its width (x1.0 -> 0.5, x1.4 -> 0.7), one block per row.
+    mobile_width = 0.5 * get_entry(config.model.name).defaults.get("width_mult", 1.0)
+    narrow(config, resnet=dict(width=16, stage_sizes=(1, 1, 2, 3)),
+           mobile=dict(width_mult=mobile_width, stage_blocks=(1, 1, 1, 1, 1, 1, 1)))
     config.input.image_size = (128, 64)
     config.evals.reid.update(image_size=(128, 64), batch_size=32)
     config.train.update(epochs=60, batch_size=32, lr=1e-3, lr_decay_every=40, lr_gamma=0.1,

@@ -30,7 +30,9 @@ def narrow():
 
 
 def test_registry_lists_models():
-    assert list_models() == ["resnet50", "resnet50_face", "stra_resnet50", "stra_resnet50_face"]
+    assert list_models() == ["mobilenetv2_x1_0", "mobilenetv2_x1_4", "nonlocal_resnet50", "resnet50", "resnet50_face",
+                             "sasa_resnet50", "se_resnet50", "stra_mobilenetv2_x1_0", "stra_mobilenetv2_x1_4",
+                             "stra_resnet50", "stra_resnet50_face"]
 
 
 def test_stra_network_shapes_and_diversity_from_every_block(narrow):
@@ -110,7 +112,8 @@ def test_save_and_load_round_trip(tmp_path, narrow):
 
 
 @pytest.mark.parametrize("name,kwargs,fragment", [
-    ("vgg16", {}, "unknown model 'vgg16': known models are resnet50, resnet50_face, stra_resnet50, stra_resnet50_face"),
+    ("vgg16", {}, "unknown model 'vgg16': known models are mobilenetv2_x1_0, mobilenetv2_x1_4, nonlocal_resnet50, "
+                  "resnet50, resnet50_face, sasa_resnet50, se_resnet50, stra_mobilenetv2_x1_0"),
     ("stra_resnet50", {"hedas": 8}, "unknown option(s) ['hedas']"),
     ("stra_resnet50", {"dtype": "int8"}, "dtype='int8'"),
     ("stra_resnet50", {"last_stride": 3}, "last_stride=3"),

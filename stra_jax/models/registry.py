@@ -177,8 +177,11 @@ register_model("sasa_resnet50", SASAResNet, stage_sizes=(3, 4, 6, 3), sasa_stage
                last_stride=1, embedding_dim=512)
 register_model("mobilenetv2_x1_0", MobileNetV2, width_mult=1.0)
 register_model("mobilenetv2_x1_4", MobileNetV2, width_mult=1.4)
-# StRA in the last stage: the blocks at 1/32 (torchvision's rows 160 x3 and 320 x1).
+# StRA in the last stage: every block at 1/32 (torchvision's rows 160 x3 and 320 x1),
+# in place of the depthwise 3x3. r = 2, not ResNet's 4: x1.4's first 1/32 block
+# has 816 hidden channels, and 816 / 4 = 204 logit channels do not split into 8
+# modes; one r for both widths keeps x1.0 and x1.4 comparable.
 register_model("stra_mobilenetv2_x1_0", MobileNetV2, width_mult=1.0, stra_stages=(5, 6), heads=8, kernel_size=3,
-               reduction=4, last_stride=1, embedding_dim=512)
+               reduction=2, last_stride=1, embedding_dim=512)
 register_model("stra_mobilenetv2_x1_4", MobileNetV2, width_mult=1.4, stra_stages=(5, 6), heads=8, kernel_size=3,
-               reduction=4, last_stride=1, embedding_dim=512)
+               reduction=2, last_stride=1, embedding_dim=512)

@@ -64,7 +64,7 @@ def initial_variables(config, model) -> dict[str, Any]:
         if problems:
             raise ValueError(f"init_from {source}: another architecture:\n  " + "\n  ".join(problems))
         return loaded
-    variables, report = load_state_dict(variables, read_state_dict(source), strict=False)
+    variables, report = load_state_dict(variables, read_state_dict(source), strict=False, model=model)
     print(f"init_from {source}: {len(report.loaded)} tensors loaded, "
           f"{len(report.initialised)} left at initialisation")
     return variables
