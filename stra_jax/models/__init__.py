@@ -26,8 +26,12 @@ from stra_jax.models.heads import HEADS, Classifier, FaceHead, ReIDHead, make_he
 from stra_jax.models.io import abstract_variables, init_variables, load_model, save_model
 from stra_jax.models.registry import (create_model, freezable_groups, frozen_param_mask, get_entry, list_models,
                                       model_kwargs, register_model)
-from stra_jax.models.resnet import FREEZABLE, Bottleneck, ResNet
+from stra_jax.models.mobilenetv2 import MobileNetV2
+from stra_jax.models.nonlocal_resnet import NonLocalResNet
+from stra_jax.models.resnet import FREEZABLE, Bottleneck, ResNet, ResNetBase
+from stra_jax.models.sasa_resnet import SASAResNet
+from stra_jax.models.se_resnet import SEResNet
 
-__all__ = ["FREEZABLE", "HEADS", "Bottleneck", "Classifier", "FaceHead", "FaceResNet", "ReIDHead", "ResNet",
-           "abstract_variables", "create_model", "freezable_groups", "frozen_param_mask", "get_entry", "init_variables",
+__all__ = ["FREEZABLE", "HEADS", "Bottleneck", "Classifier", "FaceHead", "FaceResNet", "MobileNetV2",
+           "NonLocalResNet", "ReIDHead", "ResNet", "ResNetBase", "SASAResNet", "SEResNet", "abstract_variables", "create_model", "freezable_groups", "frozen_param_mask", "get_entry", "init_variables",
            "list_models", "load_model", "make_head", "model_kwargs", "register_model", "save_model"]

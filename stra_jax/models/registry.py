@@ -123,7 +123,13 @@ def create_model(name: str, **overrides: Any) -> Any:
     backend; see ``LocalAttention``). The face family (``resnet50_face``,
     ``stra_resnet50_face``: :class:`FaceResNet`, 112x112 inputs) has
     ``stem_stride`` and ``input_size`` instead of ``last_stride`` and ``head``.
-    An option the family does not have fails with the family's options.
+    The Table 2 networks have the ResNet trunk's and head's options plus their
+    own: ``se_reduction`` (``se_resnet50``), ``nonlocal_blocks`` /
+    ``nonlocal_reduction`` (``nonlocal_resnet50``), ``sasa_stages`` / ``heads``
+    / ``kernel_size`` (``sasa_resnet50``); MobileNetV2 has ``width_mult``,
+    ``stage_blocks``, ``last_stride``, StRA's options with ``stra_stages`` (rows
+    0..6) and the ReID head's. An option the family does not have fails with
+    the family's options.
     """
     kwargs = model_kwargs(name, **overrides)
     if "dtype" in kwargs:
