@@ -21,6 +21,7 @@ from stra_jax.training.optim import make_optimizer, step_decay_schedule
 from stra_jax.training.state import TrainState
 from stra_jax.training.step import make_train_step
 from stra_jax.losses import identity_objective
+from stra_jax.tools import sweep
 from tests.helpers import REPO, run_multidevice
 
 NARROW = dict(width=8, stage_sizes=(1, 1, 1, 2), num_classes=5)
@@ -130,15 +131,25 @@ def _final_params(workdir):
     return step, manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
 
 
-def test_killed_run_resumes_exactly(tmp_path):
+def test_killed_run_resumes_exactly(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
     data = tmp_path / "data"
     common = [f"--config.dataset.root={data}"]
-    # The uninterrupted run generates its data in WORKDIR/data, as the demo does.
-    straight = subprocess.run(_train_cmd(tmp_path / "straight"), capture_output=True, text=True, cwd=REPO)
-    assert straight.returncode == 0, straight.stderr[-3000:]
-    assert "final (step 8):" in straight.stdout and "mAP" in straight.stdout
+    # The uninterrupted run generates its data in WORKDIR/data, as the demo does. It
+    # is launched by the sweep runner (one seed of ``:smoke``): the one real train.py
+    # run behind tests/test_sweep.py's stand-in trainer (its command line, its metrics).
+    sweep_dir = tmp_path / "sweep"
+    rc = sweep.main(["--config", "configs/reid_synthetic.py", "--variants", "smoke", "--seeds", "0",
+                     "--workdir", str(sweep_dir), "--set", "train.frozen_epochs=0",
+                     "--set", "train.checkpoint_every_steps=2", "--set", "train.eval_every_epochs=100"])
+    log = (sweep_dir / "logs" / "smoke-seed0.log").read_text()
+    assert rc == 0, log[-3000:]
+    assert "final (step 8):" in log and "mAP" in log
+    (sweep_dir / "smoke" / "seed0").rename(tmp_path / "straight")
     final = json.loads((tmp_path / "straight" / "final_metrics.json").read_text())
     assert final["reid/mAP"] > 0
+    tabulated = json.loads((sweep_dir / "sweep.json").read_text())["variants"]["smoke"]["seeds"]["0"]
+    assert tabulated == {"mAP": 100 * final["reid/mAP"], "rank1": 100 * final["reid/rank1"]}
 
     # eval.py on the workdir finds model_best and WORKDIR/data and gives the numbers the run logged.
     evaluated = subprocess.run([sys.executable, "eval.py", "--config", "configs/reid_synthetic.py:smoke",

@@ -7,13 +7,16 @@ dataset as ``context["reid_dataset"]``.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Mapping
 
 import jax
+import numpy as np
 
 from stra_jax.data.reid.common import ReIDDataset
 from stra_jax.evaluation.evaluators import check_settings
-from stra_jax.evaluation.reid import evaluate
+from stra_jax.evaluation.reid import compute_distance, evaluate
+from stra_jax.evaluation.rerank import re_ranking
 from stra_jax.sharding import check_batch_divisible
 
 DEFAULTS: dict[str, Any] = dict(
@@ -30,7 +33,14 @@ DEFAULTS: dict[str, Any] = dict(
 
 class ReIDRetrieval:
     """Market-1501 protocol (torchreid's ``eval_market1501``) on the query and
-    gallery of ``context["reid_dataset"]``."""
+    gallery of ``context["reid_dataset"]``.
+
+    ``retain_features = True`` keeps the last ``run``'s features (and references to
+    its model and variables) so that :meth:`write_rank_lists` draws the very ranking
+    ``run`` scored without extracting again (``eval.py --visualize-ranks`` sets it).
+    """
+
+    retain_features: bool = False
 
     def __init__(self, name: str, settings: dict[str, Any], context: Mapping[str, Any]) -> None:
         self.name = name
@@ -44,21 +54,100 @@ class ReIDRetrieval:
     def check(self, mesh: jax.sharding.Mesh) -> None:
         check_batch_divisible(self.settings["batch_size"], mesh, f"config.evals.{self.name}.batch_size")
 
-    def run(self, model: Any, variables: dict[str, Any], mesh: jax.sharding.Mesh | None = None) -> dict[str, Any]:
+    def _extract(self, model: Any, variables: dict[str, Any], mesh: jax.sharding.Mesh | None,
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """(num_query, D) and (num_gallery, D) features, as the settings ask (flip, output, size)."""
         from stra_jax.evaluation.features import extract_features  # imports TensorFlow: only when run
 
         s = self.settings
-        query, gallery = self.dataset.query, self.dataset.gallery
-        start = time.perf_counter()
         kw = dict(batch_size=s["batch_size"], image_size=tuple(s["image_size"]), flip=s["flip"],
                   output=s["output"], mesh=mesh)
-        qf = extract_features(model, variables, [r.path for r in query], **kw)
-        gf = extract_features(model, variables, [r.path for r in gallery], **kw)
+        qf = extract_features(model, variables, [r.path for r in self.dataset.query], **kw)
+        gf = extract_features(model, variables, [r.path for r in self.dataset.gallery], **kw)
+        if self.retain_features:
+            self._retained = (model, variables, qf, gf)
+        return qf, gf
+
+    def run(self, model: Any, variables: dict[str, Any], mesh: jax.sharding.Mesh | None = None) -> dict[str, Any]:
+        s = self.settings
+        query, gallery = self.dataset.query, self.dataset.gallery
+        start = time.perf_counter()
+        qf, gf = self._extract(model, variables, mesh)
         seconds = time.perf_counter() - start
         result = evaluate(qf, gf, [r.pid for r in query], [r.pid for r in gallery], [r.camid for r in query],
                           [r.camid for r in gallery], metric=s["metric"], normalize=s["normalize"],
                           rerank=s["rerank"], max_rank=s["max_rank"])
         return {**result.as_dict(), "feature_dim": int(qf.shape[1]), "extract_seconds": round(seconds, 3)}
+
+    def distances(self, qf: np.ndarray, gf: np.ndarray) -> np.ndarray:
+        """(num_query, num_gallery) distances exactly as :func:`~stra_jax.evaluation.reid.evaluate`
+        ranks them for ``run`` (metric, normalize, rerank of the settings)."""
+        s = self.settings
+        distmat = compute_distance(qf, gf, metric=s["metric"], normalize=s["normalize"])
+        if s["rerank"]:
+            distmat = re_ranking(distmat, compute_distance(qf, qf, metric=s["metric"], normalize=s["normalize"]),
+                                 compute_distance(gf, gf, metric=s["metric"], normalize=s["normalize"]))
+        return distmat
+
+    def write_rank_lists(self, model: Any, variables: dict[str, Any], out_dir: str | Path, k: int = 10,
+                         num_worst: int = 8, num_random: int = 8, seed: int = 0,
+                         mesh: jax.sharding.Mesh | None = None) -> list[Path]:
+        """Ranked-list pictures (torchreid's ``visrank``) of the ``num_worst`` lowest-AP
+        queries and ``num_random`` others (``seed``): one PNG per query (the query, then
+        its top-``k`` gallery images, green = same pid, red = other pid; same pid and
+        camera excluded, as in mAP) and ``ranks.json`` (each query's path, AP and ranked
+        gallery), in ``<out_dir>/ranks_<name>/``, which is replaced as a whole.
+
+        The features are the last ``run``'s when ``retain_features`` was set and the
+        model and variables are the same objects, else extracted again. Returns the
+        written paths (PNGs, then ``ranks.json``).
+        """
+        from stra_jax.evaluation.rank_figure import draw_rank_list, load_image
+        from stra_jax.evaluation.rank_lists import rank_gallery_with_ap, select_queries
+        from stra_jax.utils import atomic_directory, write_json_atomic
+
+        retained = getattr(self, "_retained", None)
+        if retained is not None and retained[0] is model and retained[1] is variables:
+            qf, gf = retained[2:]
+        else:
+            qf, gf = self._extract(model, variables, mesh)
+        s, query, gallery = self.settings, self.dataset.query, self.dataset.gallery
+        distmat = self.distances(qf, gf)
+        indices, matches, ap = rank_gallery_with_ap(
+            distmat, np.array([r.pid for r in query]), np.array([r.pid for r in gallery]),
+            np.array([r.camid for r in query]), np.array([r.camid for r in gallery]), k)
+        chosen = select_queries(ap, num_worst, num_random, seed)
+        valid = ~np.isnan(ap)
+        kinds = ["worst"] * min(num_worst, len(chosen)) + ["random"] * max(0, len(chosen) - num_worst)
+        size = tuple(s["image_size"])
+        setting = ", ".join([s["metric"]] + [label for key, label in (("normalize", "L2-normalised"),
+                                                 ("flip", "flip"), ("rerank", "re-ranked")) if s[key]])
+        final = Path(out_dir) / f"ranks_{self.name}"
+        entries, names = [], []
+        with atomic_directory(final, overwrite=True) as staging:
+            for n, (q, kind) in enumerate(zip(chosen, kinds)):
+                number = n + 1 if kind == "worst" else n + 1 - num_worst
+                name = f"{kind}{number:02d}_q{q:05d}.png"
+                qr = query[q]
+                ranked = [dict(rank=r + 1, path=str(gallery[g].path), pid=int(gallery[g].pid),
+                               camid=int(gallery[g].camid), distance=float(distmat[q, g]), match=bool(m))
+                          for r, (g, m) in enumerate(zip(indices[q], matches[q])) if g >= 0]
+                draw_rank_list(
+                    staging / name, load_image(qr.path, size), f"query\npid {qr.pid} cam {qr.camid}",
+                    [load_image(e["path"], size) for e in ranked],
+                    [f"#{e['rank']} d={e['distance']:.4g}\npid {e['pid']} cam {e['camid']}" for e in ranked],
+                    [e["match"] for e in ranked],
+                    title=f"{kind} #{number}: query {q} ({Path(qr.path).name}), AP {ap[q]:.3f}   "
+                          f"[{self.dataset.name}, {setting}; same pid + camera excluded]")
+                entries.append(dict(selection=kind, query_index=q, path=str(qr.path), pid=int(qr.pid),
+                                    camid=int(qr.camid), ap=float(ap[q]), png=name, ranked=ranked))
+                names.append(name)
+            write_json_atomic(staging / "ranks.json", dict(
+                evaluator=self.name, dataset=self.dataset.name, k=k, metric=s["metric"],
+                normalize=s["normalize"], flip=s["flip"], rerank=s["rerank"], seed=seed,
+                mAP=float(np.nanmean(ap)) if valid.any() else None, num_valid_queries=int(valid.sum()),
+                queries=entries))
+        return [final / name for name in names] + [final / "ranks.json"]
 
     def table(self, metrics: Mapping[str, Any]) -> str:
         keys = [("mAP", "mAP"), ("mINP", "mINP"), ("rank1", "R-1"), ("rank5", "R-5"), ("rank10", "R-10"),
