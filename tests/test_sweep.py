@@ -78,7 +78,7 @@ def _calls(path):
 def test_two_variants_two_seeds_table_equals_final_metrics(fake, tmp_path):
     script, calls = fake
     out = tmp_path / "sweep"
-    assert sweep.main(_args(script, out)) == 0
+    assert sweep.main(_args(script, out, extra=("--jobs", "2"))) == 0  # two runs at a time
     lines = _calls(calls)
     assert len(lines) == 4
     assert "--config configs/reid_synthetic.py:smoke,baseline" in " ".join(lines)

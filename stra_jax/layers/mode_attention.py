@@ -12,6 +12,13 @@ channels, each head g is a *mode*:
   by a second pass y <- gate(BN(<y_i^g, z'_g>)) z'_g + y,
 * L_d = G - sum_i max_g M^g_i per sample, sown into the ``losses`` collection
   under the name ``diversity`` (no module-level state).
+
+For inspection (paper Fig. 4) the module also sows into the ``intermediates``
+collection: ``mode_masks`` M^g (B, H, W, G), ``mode_gates`` r of the first pass
+(B, H, W, G) and, with interaction, ``mode_gates_interaction`` (B, H, W, G).
+They are recorded only when ``intermediates`` is mutable (``apply(...,
+mutable=["intermediates"])``; see ``stra_jax.models.modes``): training applies
+with ``mutable=["batch_stats", "losses"]``, where these sows are no-ops.
 """
 from __future__ import annotations
 
@@ -150,13 +157,20 @@ class ModeAttention(nn.Module):
                 init_fn=lambda: jnp.zeros((), accum_dtype(self.dtype)),
                 reduce_fn=lambda total, new: total + new,
             )
+            self.sow("intermediates", "mode_masks", masks)
 
         sg = s.reshape(b, h, w, g, channels // g)
         z = modal_values(masks, sg)
         sim = batch_norm(train, name="gate_bn1", **kw)(node_mode_similarity(sg, z))
-        y = mode_context(mode_gate(sim, self.gate), z, sg)
+        r = mode_gate(sim, self.gate)
+        if not self.is_initializing():
+            self.sow("intermediates", "mode_gates", r)
+        y = mode_context(r, z, sg)
         if self.mode_interaction:
             z2 = mode_interaction(z)
             sim2 = batch_norm(train, name="gate_bn2", **kw)(node_mode_similarity(y, z2))
-            y = mode_context(mode_gate(sim2, self.gate), z2, y)
+            r2 = mode_gate(sim2, self.gate)
+            if not self.is_initializing():
+                self.sow("intermediates", "mode_gates_interaction", r2)
+            y = mode_context(r2, z2, y)
         return y.reshape(b, h, w, channels)

@@ -1,0 +1,320 @@
+"""Draw the mode masks M^g and gates r of a StRA block on your images (paper Fig. 4).
+
+    python -m stra_jax.tools.visualize_modes --checkpoint DIR --images FOLDER --out OUT \\
+        [--block NAME] [--max-images N] [--image-size H,W]
+
+``--checkpoint``: a model directory (model.json + variables/) or a training
+workdir (its model_best, else model_last). ``--block``: one StRA block by its
+module path (``layer4_2/stra/mode``, or a unique leading part: ``layer4_2``);
+default the network's last. For each of the first N images of FOLDER (sorted,
+searched recursively) writes ``OUT/NN_<name>_modes.png``: the input, the
+argmax-mode part map, the mean gate of each mode and one heat map per mode; and
+``OUT/summary_modes.png``: one row per image (input, part map, the G masks).
+
+Preprocessing is the evaluation pipeline's (bilinear resize to the input size,
+then ImageNet normalisation for ReID, ``(x - 127.5) / 128`` for face models).
+Input size: ``--image-size``, else the run's ``config.json`` ``input.image_size``
+(a workdir, or the config training recorded in model.json), else the model's
+``input_size`` (face models), else 256x128. Every PNG is written to a temporary
+name and renamed: an interrupted run leaves no half-written file.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stra_jax.utils import atomic_file
+
+REID_IMAGE_SIZE = (256, 128)  # the ReID evaluator's default (evaluation/reid_retrieval.py)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"H,W"`` or ``"HxW"`` -> (H, W)."""
+    try:
+        height, width = (int(v) for v in text.lower().replace("x", ",").split(","))
+        if height > 0 and width > 0:
+            return height, width
+    except ValueError:
+        pass
+    raise ValueError(f"--image-size {text}: expected H,W with positive integers, e.g. 256,128")
+
+
+def input_settings(model: Any, model_dir: Path, workdir: Path | None,
+                   image_size: tuple[int, int] | None) -> tuple[tuple[int, int], str, str]:
+    """``(image size, task "reid" | "face", where the size came from)`` for ``model``."""
+    from stra_jax.models.io import read_model_spec
+
+    config: dict[str, Any] = {}
+    source = ""
+    if workdir is not None and (workdir / "config.json").is_file():
+        config, source = json.loads((workdir / "config.json").read_text()), f"{workdir / 'config.json'}"
+    elif isinstance(read_model_spec(model_dir).get("info", {}).get("config"), dict):
+        config, source = read_model_spec(model_dir)["info"]["config"], f"{model_dir / 'model.json'} (info.config)"
+    is_face = type(model).__name__ == "FaceResNet" or getattr(model, "head", "reid") == "face"
+    task = config.get("task") or ("face" if is_face else "reid")
+    if image_size is not None:
+        return image_size, task, "--image-size"
+    size = (config.get("input") or {}).get("image_size")
+    if size:
+        return (int(size[0]), int(size[1])), task, f"input.image_size of {source}"
+    if getattr(model, "input_size", None):
+        return tuple(int(v) for v in model.input_size), task, "the model's input_size"
+    return REID_IMAGE_SIZE, task, "the ReID default"
+
+
+def load_images(paths: list[Path], image_size: tuple[int, int], task: str) -> tuple[np.ndarray, np.ndarray]:
+    """The evaluation preprocessing: ``(model input (N, H, W, 3) normalised, the same
+    images for display (N, H, W, 3) in [0, 1])``."""
+    from stra_jax.data.image_check import check_images
+    from stra_jax.data.reid.common import Record
+
+    check_images([Record(str(p), 0, 0) for p in paths])  # names a corrupt file up front
+    if task == "face":
+        from stra_jax.data.face.pipeline import verification_batches
+
+        encoded = [p.read_bytes() for p in paths]
+        batches = list(verification_batches(encoded, batch_size=len(paths), image_size=image_size))
+        images = np.concatenate(batches)[: len(paths)]
+        return images, np.clip((images * 128.0 + 127.5) / 255.0, 0, 1)
+    from stra_jax.data.pipeline import IMAGENET_MEAN, IMAGENET_STD, eval_dataset, numpy_batches
+
+    names = [str(p) for p in paths]
+    images = np.concatenate([b["images"] for b in numpy_batches(
+        eval_dataset(names, batch_size=len(names), image_size=image_size), names)])[: len(names)]
+    return images, np.clip(images * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN), 0, 1)
+
+
+def upsample(maps: np.ndarray, size: tuple[int, int], nearest: bool = False) -> np.ndarray:
+    """(h, w, ...) -> (H, W, ...), bilinear with half-pixel centres (or nearest)."""
+    h, w = maps.shape[:2]
+
+    def coords(n_out: int, n_in: int):
+        c = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+        lo = np.floor(c).astype(int)
+        return lo, np.minimum(lo + 1, n_in - 1), c - lo
+
+    if nearest:
+        rows = np.minimum((np.arange(size[0]) * h) // size[0], h - 1)
+        cols = np.minimum((np.arange(size[1]) * w) // size[1], w - 1)
+        return maps[rows][:, cols]
+    (y0, y1, fy), (x0, x1, fx) = coords(size[0], h), coords(size[1], w)
+    extra = (1,) * (maps.ndim - 2)
+    fy, fx = fy.reshape(-1, 1, *extra), fx.reshape(1, -1, *extra)
+    top = maps[y0][:, x0] * (1 - fx) + maps[y0][:, x1] * fx
+    bottom = maps[y1][:, x0] * (1 - fx) + maps[y1][:, x1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def mode_colors(g: int) -> np.ndarray:
+    """(G, 3) distinct colours, one per mode (the part map's and the bars')."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10" if g <= 10 else "tab20"]
+    return np.array([cmap(i % cmap.N)[:3] for i in range(g)])
+
+
+def _part_map(ax, image: np.ndarray, masks: np.ndarray, colors: np.ndarray) -> None:
+    parts = upsample(np.argmax(masks, axis=-1), image.shape[:2], nearest=True)
+    ax.imshow(image)
+    ax.imshow(colors[parts], alpha=0.55)
+
+
+def _mask(ax, image: np.ndarray, mask: np.ndarray):
+    """Heat map of one mode's mask (scaled to its own peak) over the greyscale image."""
+    ax.imshow(image.mean(-1), cmap="gray", vmin=0, vmax=1)
+    return ax.imshow(upsample(mask / mask.max(), image.shape[:2]), cmap="jet", vmin=0, vmax=1, alpha=0.5)
+
+
+def _clean(ax) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _figure(rows: int, cols: int, cell: tuple[float, float], gap: tuple[float, float],
+            margins: tuple[float, float, float, float], dpi: int, **grid_kw):
+    """A figure sized in inches around a rows x cols grid of (width, height) cells:
+    ``gap`` (horizontal, vertical) between cells, ``margins`` (left, right, top, bottom)."""
+    import matplotlib.pyplot as plt
+
+    left, right, top, bottom = margins
+    width = left + right + cols * cell[0] + (cols - 1) * gap[0]
+    height = top + bottom + rows * cell[1] + (rows - 1) * gap[1]
+    fig = plt.figure(figsize=(width, height), dpi=dpi)
+    grid = fig.add_gridspec(rows, cols, left=left / width, right=1 - right / width, top=1 - top / height,
+                            bottom=bottom / height, wspace=gap[0] / cell[0], hspace=gap[1] / cell[1], **grid_kw)
+    return fig, grid
+
+
+def draw_image(image: np.ndarray, masks: np.ndarray, gates: np.ndarray, gates2: np.ndarray | None,
+               title: str):
+    """One image's figure. image (H, W, 3) in [0, 1]; masks, gates, gates2 (h, w, G).
+
+    Top: the input, the part map (argmax_g M^g, legend), the mean gate of each mode
+    (bars; hatched: the interaction pass). Below: one heat map per mode, titled with
+    its mean gate and its peak mass, with a shared colour bar (mask / its peak)."""
+    from matplotlib.patches import Patch
+
+    g = masks.shape[-1]
+    colors = mode_colors(g)
+    cols = max(5, min(g, 8))
+    mask_rows = -(-g // cols)
+    cw = 1.3
+    fig, grid = _figure(1 + mask_rows, cols + 1, (cw, cw * image.shape[0] / image.shape[1]), (0.15, 0.55),
+                        (0.15, 0.55, 0.75, 0.5), dpi=100, width_ratios=[1] * cols + [0.12])
+    ax = fig.add_subplot(grid[0, 0])
+    ax.imshow(image)
+    ax.set_title("input", fontsize=9)
+    _clean(ax)
+    ax = fig.add_subplot(grid[0, 1])
+    _part_map(ax, image, masks, colors)
+    ax.set_title("part map\n(argmax$_g$ M$^g$)", fontsize=9)
+    _clean(ax)
+    ax.legend(handles=[Patch(color=colors[k], label=str(k)) for k in range(g)], title="mode", fontsize=7,
+              title_fontsize=7, loc="upper left", bbox_to_anchor=(1.04, 1.0), borderaxespad=0,
+              ncol=2 if g > 8 else 1, handlelength=1.0, labelspacing=0.3)
+    ax = fig.add_subplot(grid[0, 3:cols + 1])
+    mean_r = gates.reshape(-1, g).mean(0)
+    x = np.arange(g)
+    width = 0.4 if gates2 is not None else 0.7
+    ax.bar(x - (width / 2 if gates2 is not None else 0), mean_r, width, color=colors, label="r (first pass)")
+    if gates2 is not None:
+        ax.bar(x + width / 2, gates2.reshape(-1, g).mean(0), width, color=colors, alpha=0.45, hatch="//",
+               edgecolor="k", linewidth=0.3, label="r' (interaction pass)")
+        ax.legend(fontsize=7, loc="upper right", ncol=2, frameon=False)
+    ax.set(xticks=x, ylim=(0, 1.18))
+    ax.set_yticks([0, 0.5, 1])
+    ax.set_title("gate r of each mode g, mean over positions", fontsize=9)
+    ax.tick_params(labelsize=7)
+    ax.grid(axis="y", alpha=0.3)
+    heat = None
+    for k in range(g):
+        ax = fig.add_subplot(grid[1 + k // cols, k % cols])
+        heat = _mask(ax, image, masks[..., k])
+        ax.set_title(f"mode {k}  r={mean_r[k]:.2f}\npeak M={masks[..., k].max():.2f}", fontsize=8,
+                     color=colors[k])
+        _clean(ax)
+    bar = fig.colorbar(heat, cax=fig.add_subplot(grid[1:, cols]))
+    bar.set_label("M$^g$ / its peak", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+    fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def draw_summary(images: np.ndarray, masks: np.ndarray, gates: np.ndarray, names: list[str], title: str):
+    """Rows = images: input, part map, the G masks (each titled with its mean gate r).
+    images (N, H, W, 3) in [0, 1]; masks, gates (N, h, w, G)."""
+    from matplotlib.patches import Patch
+
+    n, g = masks.shape[0], masks.shape[-1]
+    colors = mode_colors(g)
+    cw = 0.8  # 64 px at 80 dpi: a 128x64 ReID input drawn 1:1
+    fig, grid = _figure(n, g + 2, (cw, cw * images.shape[1] / images.shape[2]), (0.05, 0.2),
+                        (0.3, 0.05, 0.75, 0.4), dpi=80)
+    for i in range(n):
+        mean_r = gates[i].reshape(-1, g).mean(0)
+        axes = [fig.add_subplot(grid[i, j]) for j in range(g + 2)]
+        axes[0].imshow(images[i])
+        axes[0].set_ylabel(names[i] if len(names[i]) <= 24 else names[i][:21] + "...", fontsize=6)
+        _part_map(axes[1], images[i], masks[i], colors)
+        for k in range(g):
+            _mask(axes[2 + k], images[i], masks[i, ..., k])
+            label = f"mode {k}\nr={mean_r[k]:.2f}" if i == 0 else f"r={mean_r[k]:.2f}"
+            axes[2 + k].set_title(label, fontsize=8 if i == 0 else 7, pad=2, color=colors[k])
+        if i == 0:
+            axes[0].set_title("input\n", fontsize=8, pad=2)
+            axes[1].set_title("part map\n", fontsize=8, pad=2)
+        for ax in axes:
+            _clean(ax)
+    fig.legend(handles=[Patch(color=colors[k], label=f"mode {k}") for k in range(g)], loc="lower center",
+               ncol=min(g, 8), fontsize=8, frameon=False, handlelength=1.0, borderaxespad=0.2)
+    fig.suptitle(title, fontsize=9, y=1 - 0.08 / fig.get_figheight(), va="top")
+    return fig
+
+
+def save_png(fig, path: Path) -> Path:
+    """Write ``fig`` to ``path`` atomically (temporary name, then rename) and close it."""
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    try:
+        fig.canvas.draw()
+        rgb = Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3])  # opaque: RGB is 1/4 smaller
+        with atomic_file(path, "wb") as f:
+            rgb.save(f, format="PNG", optimize=True)
+    finally:
+        plt.close(fig)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)  # the temporary file was private (0600)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, help="model directory (model.json + variables/) or training workdir")
+    parser.add_argument("--images", required=True, help="folder of images (searched recursively)")
+    parser.add_argument("--out", required=True, help="output folder for the PNGs")
+    parser.add_argument("--block", default=None, help="StRA block (module path); default: the last one")
+    parser.add_argument("--max-images", type=int, default=8, help="draw the first N images (sorted)")
+    parser.add_argument("--image-size", default=None, help="H,W of the model input (default: see above)")
+    args = parser.parse_args(argv)
+    if args.max_images < 1:
+        parser.error(f"--max-images {args.max_images}: expected a positive integer")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from stra_jax.data.reid.common import IMAGE_SUFFIXES
+    from stra_jax.models import load_model
+    from stra_jax.models.io import read_model_spec, resolve_model_dir
+    from stra_jax.models.modes import extract_modes, resolve_block, stra_blocks
+
+    try:
+        size = parse_size(args.image_size) if args.image_size else None
+        model_dir, workdir = resolve_model_dir(args.checkpoint)
+        arch = read_model_spec(model_dir)["arch"]
+        folder = Path(args.images)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: not a folder of images")
+        paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not paths:
+            raise ValueError(f"{folder}: no images with suffix {IMAGE_SUFFIXES}")
+        paths = paths[: args.max_images]
+        model, variables = load_model(model_dir)
+        blocks = stra_blocks(model, variables)
+        if not blocks:
+            raise ValueError(f"{model_dir}: model {arch!r} has no StRA blocks with mode attention "
+                             "(no mode masks to draw)")
+        block = resolve_block(blocks, args.block)
+        image_size, task, source = input_settings(model, model_dir, workdir, size)
+        inputs, display = load_images(paths, image_size, task)
+        maps = extract_modes(model, variables, inputs, block)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"{arch} at {model_dir}: block {maps.block} of {blocks}; {len(paths)} images at "
+          f"{image_size[0]}x{image_size[1]} ({source}, {task} preprocessing); masks {maps.masks.shape[1:3]} x G "
+          f"{maps.heads}")
+    out = Path(args.out)
+    l_d = maps.diversity()
+    for i, path in enumerate(paths):
+        g2 = None if maps.gates_interaction is None else maps.gates_interaction[i]
+        fig = draw_image(display[i], maps.masks[i], maps.gates[i], g2,
+                         f"{path.name} - {arch} {maps.block} - L_d {l_d[i]:.2f} (0: disjoint peaks, "
+                         f"{maps.heads - 1}: all uniform)")
+        print(f"wrote {save_png(fig, out / f'{i:02d}_{path.stem}_modes.png')}")
+    fig = draw_summary(display, maps.masks, maps.gates, [p.name for p in paths],
+                       f"{arch} {maps.block}: mode masks M$^g$ (each scaled to its peak; "
+                       f"r = mean gate over positions)")
+    print(f"wrote {save_png(fig, out / 'summary_modes.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
