@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--batch-size {args.batch_size}: expected a positive integer")
 
     from stra_jax.data.pipeline import check_images
-    from stra_jax.data.reid.common import IMAGE_SUFFIXES, Record
+    from stra_jax.data.reid.common import Record, images_under
     from stra_jax.evaluation.features import extract_features
     from stra_jax.models import load_model
     from stra_jax.models.io import resolve_model_dir
@@ -42,12 +42,7 @@ def main(argv: list[str] | None = None) -> int:
             height, width = (int(v) for v in args.image_size.lower().split("x"))
         except ValueError:
             raise ValueError(f"--image-size {args.image_size}: expected HxW, e.g. 256x128") from None
-        folder = Path(args.images)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{folder}: not a folder of images")
-        paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        if not paths:
-            raise ValueError(f"{folder}: no images with suffix {IMAGE_SUFFIXES}")
+        paths = images_under(args.images)
         records, skipped = check_images([Record(str(p), 0, 0) for p in paths], skip_corrupt=args.skip_corrupt)
         model, variables = load_model(resolve_model_dir(args.checkpoint)[0])
         feats = extract_features(model, variables, [r.path for r in records], batch_size=args.batch_size,

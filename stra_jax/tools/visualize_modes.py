@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    from stra_jax.data.reid.common import IMAGE_SUFFIXES
+    from stra_jax.data.reid.common import images_under
     from stra_jax.models import load_model
     from stra_jax.models.io import read_model_spec, resolve_model_dir
     from stra_jax.models.modes import extract_modes, resolve_block, stra_blocks
@@ -279,13 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         size = parse_size(args.image_size) if args.image_size else None
         model_dir, workdir = resolve_model_dir(args.checkpoint)
         arch = read_model_spec(model_dir)["arch"]
-        folder = Path(args.images)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{folder}: not a folder of images")
-        paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        if not paths:
-            raise ValueError(f"{folder}: no images with suffix {IMAGE_SUFFIXES}")
-        paths = paths[: args.max_images]
+        paths = images_under(args.images)[: args.max_images]
         model, variables = load_model(model_dir)
         blocks = stra_blocks(model, variables)
         if not blocks:

@@ -55,6 +55,18 @@ def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def images_under(folder: str | Path) -> list[Path]:
+    """Every image file under ``folder`` (recursively, sorted) for the tools that take
+    a folder of images; fails naming the folder when it is missing or holds none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: not a folder of images")
+    paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise ValueError(f"{folder}: no images with suffix {IMAGE_SUFFIXES}")
+    return paths
+
+
 def require_dir(path: Path, layout: str) -> Path:
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: folder not found; expected the layout {layout}")
