@@ -257,7 +257,8 @@ def plot_table(table: dict, metrics: Sequence[str], out: Path) -> Path:
             ax.bar(i, mean, yerr=None if math.isnan(std) else std, capsize=4, color=f"C{i}", alpha=0.75)
             ys = [row["seeds"][s][m] for s in sorted(row["seeds"])]
             ax.scatter([i] * len(ys), ys, color="black", s=10, zorder=3)
-            ax.text(i, mean, f"{mean:.1f}", ha="center", va="bottom", fontsize=8)
+            ax.text(i, mean / 2, f"{mean:.1f}", ha="center", va="center", fontsize=9, color="white",
+                    fontweight="bold")  # inside the bar: clear of the error bar and the dots
         ax.set_xticks(range(len(variants)), variants, rotation=20, ha="right", fontsize=8)
         ax.set_ylabel(f"{m} (%)")
         ax.set_title(f"{m}: mean +- std, dots = seeds", fontsize=9)
