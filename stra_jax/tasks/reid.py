@@ -1,6 +1,7 @@
 """Person re-identification: identity classification + L_d, retrieval evaluation.
 
-Config keys read here: ``dataset`` (name, root, skip_corrupt, optional ``synthetic`` spec),
+Config keys read here: ``dataset`` (name, root, skip_corrupt, optional ``synthetic`` spec and
+reader ``options``),
 ``input`` (image_size, augment), ``seed``, ``train.label_smoothing``,
 ``train.diversity_weight``. The evaluators (``config.evals``, usually one
 ``reid_retrieval``) get the dataset's query and gallery.
@@ -33,7 +34,9 @@ class ReIDTask(Task):
         the run here, naming it, or with ``dataset.skip_corrupt`` is skipped."""
         cfg = self.config.dataset
         synthetic = cfg.get("synthetic")
-        dataset = prepare_dataset(cfg.name, self.data_root(), synthetic.to_dict() if synthetic else None)
+        options = cfg.get("options")  # the reader's keyword arguments (custom datasets)
+        dataset = prepare_dataset(cfg.name, self.data_root(), synthetic.to_dict() if synthetic else None,
+                                  options.to_dict() if hasattr(options, "to_dict") else options)
         cache = self.workdir / "cache" / f"images_ok_{cfg.name}.json" if self.workdir else None
         start = time.perf_counter()
         names = ("train", "query", "gallery")
