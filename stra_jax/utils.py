@@ -46,6 +46,19 @@ def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
         raise
 
 
+def save_figure(fig: Any, path: str | os.PathLike, **savefig_kwargs: Any) -> Path:
+    """Write a matplotlib figure to ``path`` as PNG atomically, then close it."""
+    import matplotlib.pyplot as plt  # only for callers that draw
+
+    path = Path(path)
+    try:
+        with atomic_file(path, "wb") as f:
+            fig.savefig(f, format="png", **savefig_kwargs)
+    finally:
+        plt.close(fig)
+    return path
+
+
 def write_json_atomic(path: str | os.PathLike, payload: Any) -> Path:
     """Write ``payload`` as indented JSON to ``path`` atomically. Tuples and
     other sequences are written as lists."""

@@ -170,7 +170,7 @@ class FaceVerification:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from stra_jax.utils import atomic_file
+        from stra_jax.utils import save_figure
 
         written = []
         for name in self.sets:
@@ -186,8 +186,5 @@ class FaceVerification:
             ax.grid(alpha=0.3)
             fig.tight_layout()
             path = Path(out_dir) / f"roc_{name}.png"
-            with atomic_file(path, "wb") as f:
-                fig.savefig(f, format="png")
-            plt.close(fig)
-            written.append(path)
+            written.append(save_figure(fig, path))
         return written

@@ -49,7 +49,7 @@ def draw_rank_list(path: str | Path, query_image: np.ndarray, query_title: str,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from stra_jax.utils import atomic_file
+    from stra_jax.utils import save_figure
 
     if not len(gallery_images) == len(gallery_titles) == len(matches):
         raise ValueError(f"gallery_images ({len(gallery_images)}), gallery_titles ({len(gallery_titles)}) "
@@ -74,8 +74,4 @@ def draw_rank_list(path: str | Path, query_image: np.ndarray, query_title: str,
         ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=9, x=0.01, y=1 - 0.06 / fig_h, ha="left", va="top")
-    path = Path(path)
-    with atomic_file(path, "wb") as f:
-        fig.savefig(f, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

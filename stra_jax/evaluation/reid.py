@@ -341,6 +341,18 @@ def compute_distance(qf: ArrayLike, gf: ArrayLike, metric: Metric = "euclidean",
     return out
 
 
+def retrieval_distances(qf: ArrayLike, gf: ArrayLike, metric: Metric = "euclidean", normalize: bool = False,
+                        rerank: bool = False) -> np.ndarray:
+    """(num_query, num_gallery) distances as :func:`evaluate` ranks them: ``metric``
+    after optional L2 normalisation, optionally k-reciprocal re-ranked (the q-q and
+    g-g distances with the same metric, passed to ``re_ranking`` as they are)."""
+    distmat = compute_distance(qf, gf, metric=metric, normalize=normalize)
+    if rerank:
+        distmat = re_ranking(distmat, compute_distance(qf, qf, metric=metric, normalize=normalize),
+                             compute_distance(gf, gf, metric=metric, normalize=normalize))
+    return distmat
+
+
 def evaluate(qf: ArrayLike, gf: ArrayLike, q_pids: ArrayLike, g_pids: ArrayLike, q_camids: ArrayLike,
              g_camids: ArrayLike, metric: Metric = "euclidean", normalize: bool = False, rerank: bool = False,
              max_rank: int = 50) -> ReIDResult:
@@ -350,9 +362,6 @@ def evaluate(qf: ArrayLike, gf: ArrayLike, q_pids: ArrayLike, g_pids: ArrayLike,
     With ``rerank`` the q-q and g-g distances use the same metric and are passed to
     :func:`~stra_jax.evaluation.rerank.re_ranking` as they are (no squaring).
     """
-    distmat = compute_distance(qf, gf, metric=metric, normalize=normalize)
-    if rerank:
-        distmat = re_ranking(distmat, compute_distance(qf, qf, metric=metric, normalize=normalize),
-                             compute_distance(gf, gf, metric=metric, normalize=normalize))
+    distmat = retrieval_distances(qf, gf, metric=metric, normalize=normalize, rerank=rerank)
     cmc, m_ap, m_inp, n_valid = _evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, None)
     return ReIDResult(mAP=m_ap, mINP=m_inp, cmc=cmc, num_valid_queries=n_valid, num_queries=distmat.shape[0])

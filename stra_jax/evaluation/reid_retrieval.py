@@ -15,8 +15,7 @@ import numpy as np
 
 from stra_jax.data.reid.common import ReIDDataset
 from stra_jax.evaluation.evaluators import check_settings
-from stra_jax.evaluation.reid import compute_distance, evaluate
-from stra_jax.evaluation.rerank import re_ranking
+from stra_jax.evaluation.reid import evaluate, retrieval_distances
 from stra_jax.sharding import check_batch_divisible
 
 DEFAULTS: dict[str, Any] = dict(
@@ -83,11 +82,7 @@ class ReIDRetrieval:
         """(num_query, num_gallery) distances exactly as :func:`~stra_jax.evaluation.reid.evaluate`
         ranks them for ``run`` (metric, normalize, rerank of the settings)."""
         s = self.settings
-        distmat = compute_distance(qf, gf, metric=s["metric"], normalize=s["normalize"])
-        if s["rerank"]:
-            distmat = re_ranking(distmat, compute_distance(qf, qf, metric=s["metric"], normalize=s["normalize"]),
-                                 compute_distance(gf, gf, metric=s["metric"], normalize=s["normalize"]))
-        return distmat
+        return retrieval_distances(qf, gf, metric=s["metric"], normalize=s["normalize"], rerank=s["rerank"])
 
     def write_rank_lists(self, model: Any, variables: dict[str, Any], out_dir: str | Path, k: int = 10,
                          num_worst: int = 8, num_random: int = 8, seed: int = 0,

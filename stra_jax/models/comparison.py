@@ -105,7 +105,7 @@ def plot_size_vs_map(runs: Sequence[RunResult], out: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from stra_jax.utils import atomic_file
+    from stra_jax.utils import save_figure
 
     out = Path(out)
     fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
@@ -123,8 +123,4 @@ def plot_size_vs_map(runs: Sequence[RunResult], out: str | Path) -> Path:
     ax.grid(alpha=0.3)
     ax.margins(0.2)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(out, "wb") as f:
-        fig.savefig(f, format="png")
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)

@@ -92,7 +92,7 @@ def plot(runs: Sequence[Series], labels: Sequence[str], out: str | Path) -> Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from stra_jax.utils import atomic_file
+    from stra_jax.utils import save_figure
 
     layout = panels(runs)
     cols = min(4, len(layout))
@@ -138,11 +138,7 @@ def plot(runs: Sequence[Series], labels: Sequence[str], out: str | Path) -> Path
     handles = [plt.Line2D([], [], color=colors[r % len(colors)], lw=2) for r in range(len(labels))]
     fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6), fontsize=9, frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
-    out = Path(out)
-    with atomic_file(out, "wb") as f:
-        fig.savefig(f, format="png")
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

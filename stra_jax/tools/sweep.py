@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Sequence
 
 from stra_jax.tools.cli import check_overrides, fail, load_config
-from stra_jax.utils import atomic_file, write_json_atomic
+from stra_jax.utils import atomic_file, save_figure, write_json_atomic
 
 STATUS_FILE = "sweep_status.json"
 
@@ -263,10 +263,7 @@ def plot_table(table: dict, metrics: Sequence[str], out: Path) -> Path:
         ax.set_ylabel(f"{m} (%)")
         ax.set_title(f"{m}: mean +- std, dots = seeds", fontsize=9)
     fig.tight_layout()
-    with atomic_file(out, "wb") as f:
-        fig.savefig(f, format="png", dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=120)
 
 
 def write_results(workdir: Path, table: dict, metrics: Sequence[str], seeds: Sequence[int]) -> str:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -249,9 +248,6 @@ def save_png(fig, path: Path) -> Path:
             rgb.save(f, format="PNG", optimize=True)
     finally:
         plt.close(fig)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)  # the temporary file was private (0600)
     return path
 
 
