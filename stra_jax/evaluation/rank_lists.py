@@ -19,27 +19,22 @@ from typing import Iterator
 import numpy as np
 from numpy.typing import ArrayLike
 
+from stra_jax.evaluation.reid import _check_distmat, _labels  # the protocol's own input checks
+
 _CHUNK_ELEMENTS = 1 << 22
 
 
 def _inputs(distmat: ArrayLike, q_pids: ArrayLike, g_pids: ArrayLike, q_camids: ArrayLike,
             g_camids: ArrayLike) -> tuple[np.ndarray, ...]:
-    dist = np.asarray(distmat)
-    if dist.ndim != 2 or 0 in dist.shape:
-        raise ValueError(f"distmat has shape {dist.shape}, expected (num_query, num_gallery) with both > 0")
-    if not (np.issubdtype(dist.dtype, np.floating) or np.issubdtype(dist.dtype, np.integer)):
-        raise ValueError(f"distmat has dtype {dist.dtype}, expected real distances")
+    """The checks of :mod:`stra_jax.evaluation.reid`, plus finite distances (junk is
+    sorted last as +inf, so an inf distance would be confused with it)."""
+    dist = _check_distmat(distmat)
     if not np.isfinite(dist).all():
         r, c = np.argwhere(~np.isfinite(dist))[0]
         raise ValueError(f"distmat contains non-finite values (first at [{r}, {c}]); expected finite distances")
-    out = [dist]
-    for name, values, n in (("q_pids", q_pids, dist.shape[0]), ("g_pids", g_pids, dist.shape[1]),
-                            ("q_camids", q_camids, dist.shape[0]), ("g_camids", g_camids, dist.shape[1])):
-        arr = np.asarray(values)
-        if arr.shape != (n,):
-            raise ValueError(f"{name} has shape {arr.shape}, expected ({n},) to match distmat {dist.shape}")
-        out.append(arr)
-    return tuple(out)
+    n_q, n_g = dist.shape
+    return (dist, _labels("q_pids", q_pids, n_q, "distmat rows"), _labels("g_pids", g_pids, n_g, "distmat columns"),
+            _labels("q_camids", q_camids, n_q, "distmat rows"), _labels("g_camids", g_camids, n_g, "distmat columns"))
 
 
 def _ranked_chunks(dist: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray, q_camids: np.ndarray,
