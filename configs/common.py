@@ -125,7 +125,11 @@ def reid_config(dataset: str, root: str, arg: str | None = None,
     config.seed = 0
     config.init_from = ""  # .pth/.safetensors (e.g. torchvision ImageNet ResNet-50) or a model dir
     # skip_corrupt: drop (and count) unreadable images instead of stopping before training.
-    config.dataset = ml_collections.ConfigDict(dict(name=dataset, root=root, skip_corrupt=False))
+    # source: "folder" reads root (the extracted layout); "tfds" reads the TFDS build of the
+    # dataset in data_dir ('' = ~/tensorflow_datasets, or WORKDIR/data/tfds for the synthetic
+    # set, which is built there automatically; gs:// works): python -m stra_jax.tools.build_tfds.
+    config.dataset = ml_collections.ConfigDict(dict(name=dataset, root=root, skip_corrupt=False,
+                                                    source="folder", data_dir=""))
     config.model = ml_collections.ConfigDict(dict(name="stra_resnet50", kwargs=dict()))
     config.input = ml_collections.ConfigDict(dict(
         image_size=(256, 128),

@@ -11,7 +11,7 @@ import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence, TypeVar
+from typing import Mapping, Sequence, TypeVar
 
 from stra_jax.utils import write_json_atomic
 
@@ -84,10 +84,12 @@ def check_images(records: Sequence[R], skip_corrupt: bool = False, *, cache: str
     return kept, bad
 
 
-def first_bad_image(paths: Sequence[str]) -> tuple[str, str] | None:
-    """``(path, reason)`` of the first undecodable image in ``paths``, in order."""
+def first_bad_image(paths: Sequence[str], images: Mapping[str, bytes] | None = None
+                    ) -> tuple[str, str] | None:
+    """``(path, reason)`` of the first undecodable image in ``paths``, in order
+    (read from ``images`` when given: encoded bytes by path)."""
     for path in paths:
-        error = decode_error(path)
+        error = decode_error(path if images is None else images[path])
         if error is not None:
             return path, error
     return None

@@ -11,6 +11,12 @@ from (seed, epoch, position), and the map keeps order. Batch b of epoch e is
 therefore the same however many hosts, threads or restarts produced it;
 ``start_step`` skips straight to a batch for an exact resume.
 
+Image bytes come from the files (read by tf.data's parallel map) or, for the
+TFDS source (``stra_jax.data.tfds``), from ``images``: the encoded images held
+in host memory, keyed by record path, fed in the same order by one Python
+generator (as the face pipeline feeds RecordIO). Both decode the same bytes,
+so both sources give identical batches.
+
 Multi-host: each global batch is split into ``process_count`` equal, contiguous
 host slices; host p loads only its slice (its files), so the global batch is
 independent of the host count.
@@ -20,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -50,11 +56,12 @@ class Augment:
     erase_tries: int = 10
 
 
-def numpy_batches(ds: tf.data.Dataset, paths: Sequence[str]) -> Iterator[dict[str, np.ndarray]]:
+def numpy_batches(ds: tf.data.Dataset, paths: Sequence[str], images: Mapping[str, bytes] | None = None,
+                  ) -> Iterator[dict[str, np.ndarray]]:
     """``ds.as_numpy_iterator()``, except that a decode error (a file that broke
     after the up-front check, or was never checked) raises ``ValueError`` naming
-    the file among ``paths`` (the files ``ds`` reads) instead of TensorFlow's
-    ``Input is empty.``."""
+    the file among ``paths`` (the files ``ds`` reads; their bytes in ``images``
+    for the TFDS source) instead of TensorFlow's ``Input is empty.``."""
     iterator = ds.as_numpy_iterator()
     while True:
         try:
@@ -62,7 +69,7 @@ def numpy_batches(ds: tf.data.Dataset, paths: Sequence[str]) -> Iterator[dict[st
         except StopIteration:
             return
         except tf.errors.OpError as err:
-            culprit = first_bad_image(paths)
+            culprit = first_bad_image(paths, images)
             message = err.message.strip().splitlines()[0] if err.message else type(err).__name__
             if culprit is None:
                 raise ValueError(f"input pipeline failed ({message}); no unreadable file among its "
@@ -72,11 +79,39 @@ def numpy_batches(ds: tf.data.Dataset, paths: Sequence[str]) -> Iterator[dict[st
         yield batch
 
 
-def load_image(path: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
-    """File -> (H, W, 3) float32 in [0, 1], resized bilinearly to ``image_size``."""
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+def decode_image(encoded: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
+    """Encoded JPEG/PNG/BMP -> (H, W, 3) float32 in [0, 1], resized bilinearly to ``image_size``."""
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
     image = tf.image.convert_image_dtype(image, tf.float32)
     return tf.image.resize(image, image_size, method="bilinear")
+
+
+def load_image(path: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
+    """File (local or any ``tf.io.gfile`` path, e.g. ``gs://``) -> (H, W, 3) float32 in [0, 1]."""
+    return decode_image(tf.io.read_file(path), image_size)
+
+
+def encoded_images(paths: np.ndarray, extras: tuple[np.ndarray, ...],
+                   images: Mapping[str, bytes] | None = None) -> tf.data.Dataset:
+    """Elements ``(encoded image, *extras[i])`` for the i-th path, in order: the
+    file read by tf.data's parallel map, or, with ``images`` (TFDS source), the
+    bytes held in memory under that path, fed by one generator."""
+    if images is None:
+        ds = tf.data.Dataset.from_tensor_slices((paths, *extras))
+        return ds.map(lambda path, *rest: (tf.io.read_file(path), *rest),
+                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    missing = [p for p in dict.fromkeys(paths) if p not in images]
+    if missing:
+        raise ValueError(f"{missing[0]}: no such image in the dataset's records "
+                         f"({len(missing)} of {len(paths)} paths missing)")
+    signature = (tf.TensorSpec([], tf.string),
+                 *(tf.TensorSpec(e.shape[1:], tf.as_dtype(e.dtype)) for e in extras))
+
+    def generate():
+        for i, path in enumerate(paths):
+            yield (images[path], *(e[i] for e in extras))
+
+    return tf.data.Dataset.from_generator(generate, output_signature=signature)
 
 
 def normalize(image: tf.Tensor) -> tf.Tensor:
@@ -165,21 +200,23 @@ def train_dataset(
     augmentation: Augment = Augment(),
     process_index: int = 0,
     process_count: int = 1,
+    images: Mapping[str, bytes] | None = None,
 ) -> tf.data.Dataset:
     """One epoch of this host's training batches: {"images": (b, H, W, 3) float32,
     "labels": (b,) int32} with b = global_batch / process_count, starting at
-    ``start_step``."""
+    ``start_step``. ``images``: encoded bytes by record path (TFDS source);
+    None reads the files."""
     order, seeds = host_epoch_slice(len(records), global_batch, seed, epoch, start_step, process_index,
                                     process_count)
     local = global_batch // process_count
     paths = np.array([records[i].path for i in order], dtype=object).astype(str)
     labels = np.array([records[i].pid for i in order], dtype=np.int32)
 
-    def load(path, label, example_seed):
-        image = augment(load_image(path, image_size), example_seed, augmentation)
+    def load(encoded, label, example_seed):
+        image = augment(decode_image(encoded, image_size), example_seed, augmentation)
         return {"images": image, "labels": label}
 
-    ds = tf.data.Dataset.from_tensor_slices((paths, labels, seeds))
+    ds = encoded_images(paths, (labels, seeds), images)
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
@@ -189,10 +226,12 @@ def eval_dataset(
     *,
     batch_size: int,
     image_size: tuple[int, int] = (256, 128),
+    images: Mapping[str, bytes] | None = None,
 ) -> tf.data.Dataset:
     """Test-time batches in file order: {"images": (batch, H, W, 3), "valid": (batch,) bool}.
     The last batch is padded (valid = False) so every batch has the same shape
-    and one compiled forward pass serves them all."""
+    and one compiled forward pass serves them all. ``images``: as for
+    :func:`train_dataset`."""
     n = len(paths)
     if n == 0:
         raise ValueError("eval_dataset: no images")
@@ -200,9 +239,9 @@ def eval_dataset(
     all_paths = [str(p) for p in paths] + [str(paths[0])] * (padded - n)
     valid = np.arange(padded) < n
 
-    def load(path, ok):
-        return {"images": normalize(load_image(path, image_size)), "valid": ok}
+    def load(encoded, ok):
+        return {"images": normalize(decode_image(encoded, image_size)), "valid": ok}
 
-    ds = tf.data.Dataset.from_tensor_slices((np.array(all_paths), valid))
+    ds = encoded_images(np.array(all_paths), (valid,), images)
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

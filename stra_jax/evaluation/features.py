@@ -1,7 +1,7 @@
 """Feature extraction: a jitted forward pass with the batch sharded over the mesh."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -21,11 +21,13 @@ def extract_features(
     flip: bool = False,
     output: str = "embedding",
     mesh: jax.sharding.Mesh | None = None,
+    images: Mapping[str, bytes] | None = None,
 ) -> np.ndarray:
     """(N, D) float32 features of the images at ``paths``, in order, on every host.
 
     ``flip=True`` averages the features of each image and its mirror image.
     ``output`` picks the model output ("embedding" or "features").
+    ``images``: the encoded images by path when they are not files (TFDS source).
     ``batch_size`` (global) must divide evenly over the mesh's devices. With
     several processes each one decodes only its slice of every batch.
     """
@@ -50,7 +52,8 @@ def extract_features(
     order = np.arange(padded).reshape(-1, hosts, local)[:, host].ravel()
     mine = [paths[min(i, len(paths) - 1)] for i in order]
     chunks = []
-    for batch in numpy_batches(eval_dataset(mine, batch_size=local, image_size=image_size), mine):
+    batches = eval_dataset(mine, batch_size=local, image_size=image_size, images=images)
+    for batch in numpy_batches(batches, mine, images):
         images = jax.make_array_from_process_local_data(in_sharding, batch["images"])
         feats = forward(variables, images)
         chunks.append(np.asarray(multihost_utils.process_allgather(feats, tiled=True)) if hosts > 1

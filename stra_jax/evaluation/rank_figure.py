@@ -5,7 +5,7 @@ the query, then its top-k gallery images with a green (same pid) or red
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import BinaryIO, Sequence
 
 import numpy as np
 
@@ -14,8 +14,8 @@ RED = (215, 30, 30)
 GREY = (90, 90, 90)
 
 
-def load_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:
-    """The image at ``path`` as RGB uint8 of shape (H, W, 3) = ``size``."""
+def load_image(path: str | Path | BinaryIO, size: tuple[int, int]) -> np.ndarray:
+    """The image at ``path`` (or an open binary file) as RGB uint8 of shape (H, W, 3) = ``size``."""
     from PIL import Image
 
     with Image.open(path) as img:

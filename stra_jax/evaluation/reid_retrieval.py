@@ -60,7 +60,7 @@ class ReIDRetrieval:
 
         s = self.settings
         kw = dict(batch_size=s["batch_size"], image_size=tuple(s["image_size"]), flip=s["flip"],
-                  output=s["output"], mesh=mesh)
+                  output=s["output"], mesh=mesh, images=self.dataset.images)
         qf = extract_features(model, variables, [r.path for r in self.dataset.query], **kw)
         gf = extract_features(model, variables, [r.path for r in self.dataset.gallery], **kw)
         if self.retain_features:
@@ -127,9 +127,10 @@ class ReIDRetrieval:
                 ranked = [dict(rank=r + 1, path=str(gallery[g].path), pid=int(gallery[g].pid),
                                camid=int(gallery[g].camid), distance=float(distmat[q, g]), match=bool(m))
                           for r, (g, m) in enumerate(zip(indices[q], matches[q])) if g >= 0]
+                image = self.dataset.open_image  # a file, or the bytes of a TFDS-held image
                 draw_rank_list(
-                    staging / name, load_image(qr.path, size), f"query\npid {qr.pid} cam {qr.camid}",
-                    [load_image(e["path"], size) for e in ranked],
+                    staging / name, load_image(image(qr.path), size), f"query\npid {qr.pid} cam {qr.camid}",
+                    [load_image(image(e["path"]), size) for e in ranked],
                     [f"#{e['rank']} d={e['distance']:.4g}\npid {e['pid']} cam {e['camid']}" for e in ranked],
                     [e["match"] for e in ranked],
                     title=f"{kind} #{number}: query {q} ({Path(qr.path).name}), AP {ap[q]:.3f}   "

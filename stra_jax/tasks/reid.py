@@ -31,8 +31,15 @@ class ReIDTask(Task):
     def load(self) -> str:
         """Read (or generate) the dataset, then decode every train, query and
         gallery image once (cached in ``WORKDIR/cache``): a corrupt file stops
-        the run here, naming it, or with ``dataset.skip_corrupt`` is skipped."""
+        the run here, naming it, or with ``dataset.skip_corrupt`` is skipped.
+        With ``dataset.source = "tfds"`` the TFDS build is read instead (its
+        images were checked when it was built)."""
         cfg = self.config.dataset
+        source = cfg.get("source", "folder")
+        if source == "tfds":
+            return self._load_tfds()
+        if source != "folder":
+            raise ValueError(f"config.dataset.source={source!r}: expected 'folder' or 'tfds'")
         synthetic = cfg.get("synthetic")
         options = cfg.get("options")  # the reader's keyword arguments (custom datasets)
         dataset = prepare_dataset(cfg.name, self.data_root(), synthetic.to_dict() if synthetic else None,
@@ -53,6 +60,23 @@ class ReIDTask(Task):
             note += " ..." if len(skipped) > 5 else ""
         return f"{self.dataset.summary()}\n{note}"
 
+    def _load_tfds(self) -> str:
+        from stra_jax.data.tfds import build_reid_tfds, load_reid_tfds, tfds_name
+
+        cfg = self.config.dataset
+        if cfg.get("options"):
+            raise ValueError("config.dataset.options: reader options apply to the folder source only "
+                             "(the TFDS build was read with them)")
+        data_dir = cfg.get("data_dir") or None
+        start = time.perf_counter()
+        if cfg.name == "synthetic":  # the built-in set: generate and build on first use
+            data_dir = data_dir or str(self.data_root().parent / "tfds")
+            synthetic = cfg.get("synthetic")
+            folder = prepare_dataset("synthetic", self.data_root(), synthetic.to_dict() if synthetic else None)
+            build_reid_tfds(tfds_name("synthetic"), folder.root, data_dir)
+        self.dataset = load_reid_tfds(cfg.name, data_dir)
+        return f"{self.dataset.summary()}\nread from TFDS in {time.perf_counter() - start:.1f} s"
+
     @property
     def num_classes(self) -> int:
         return self.dataset.num_train_pids
@@ -69,8 +93,8 @@ class ReIDTask(Task):
         ds = train_dataset(self.dataset.train, global_batch=global_batch, image_size=tuple(cfg.image_size),
                            seed=self.config.seed, epoch=epoch, start_step=start_step,
                            augmentation=Augment(**cfg.augment.to_dict()), process_index=process_index,
-                           process_count=process_count)
-        return numpy_batches(ds, [r.path for r in self.dataset.train])
+                           process_count=process_count, images=self.dataset.images)
+        return numpy_batches(ds, [r.path for r in self.dataset.train], self.dataset.images)
 
     def loss(self, outputs: dict[str, jax.Array], batch: dict[str, jax.Array],
              collections: Mapping[str, Any]) -> tuple[jax.Array, dict[str, jax.Array]]:

@@ -8,9 +8,10 @@ gallery). Camera ids are 0-based, as torchreid stores them.
 from __future__ import annotations
 
 import dataclasses
+import io
 import re
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 MARKET_NAME = re.compile(r"([-\d]+)_c(\d+)")  # PPPP_cCsS_FFFFFF_BB.jpg
@@ -25,13 +26,22 @@ class Record:
 
 @dataclasses.dataclass(frozen=True)
 class ReIDDataset:
-    """One ReID benchmark split: train (relabelled), query and gallery."""
+    """One ReID benchmark split: train (relabelled), query and gallery.
+
+    ``images``: the encoded images by record path when they are held in memory
+    (the TFDS source, ``stra_jax.data.tfds``); None when the paths are files.
+    """
 
     name: str
     root: str
     train: tuple[Record, ...]
     query: tuple[Record, ...]
     gallery: tuple[Record, ...]
+    images: Mapping[str, bytes] | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    def open_image(self, path: str) -> str | io.BytesIO:
+        """What ``PIL.Image.open`` takes for a record's image: its file, or its bytes."""
+        return path if self.images is None else io.BytesIO(self.images[path])
 
     @property
     def num_train_pids(self) -> int:

@@ -1,0 +1,95 @@
+"""Build a TFDS dataset from an extracted copy (the data cannot be downloaded).
+
+    python -m stra_jax.tools.build_tfds market1501 --manual_dir /data/Market-1501-v15.09.15 --data_dir gs://bucket/tfds
+    python -m stra_jax.tools.build_tfds cuhk03_np --manual_dir /data/cuhk03      # both detected and labeled
+    python -m stra_jax.tools.build_tfds synthetic_reid --manual_dir /tmp/synthetic --data_dir /tmp/tfds
+
+NAME: a TFDS name (``market1501``, ``dukemtmc_reid``, ``cuhk03_np[/detected|/labeled]``,
+``msmt17``, ``synthetic_reid``) or a ``config.dataset.name`` (``dukemtmcreid``,
+``cuhk03_labeled``, ``synthetic``, ...). ``--manual_dir``: the folder the folder
+source reads (``config.dataset.root``); for ``synthetic_reid`` an empty or absent
+folder gets the built-in synthetic set generated into it first (``--synthetic
+KEY=VALUE`` sets its ``SyntheticSpec``). ``--data_dir``: where TFDS writes
+(default ``~/tensorflow_datasets``; ``gs://`` works). Then train with
+``--config.dataset.source=tfds --config.dataset.data_dir=DATA_DIR``.
+
+A folder without the expected layout exits 1 naming it and the layout; TFDS
+writes into a temporary folder and renames it when complete, so a failed build
+leaves no dataset behind.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+import time
+from pathlib import Path
+
+
+def _targets(name: str) -> list[str]:
+    from stra_jax.data.tfds import TFDS_NAMES
+
+    if name in TFDS_NAMES:
+        return [TFDS_NAMES[name]]
+    if name == "cuhk03_np":
+        return ["cuhk03_np/detected", "cuhk03_np/labeled"]
+    known = set(TFDS_NAMES.values()) | {"cuhk03_np"}
+    if name not in known:
+        raise ValueError(f"unknown dataset {name!r}: TFDS names {sorted(known)} or config names "
+                         f"{sorted(TFDS_NAMES)}")
+    return [name]
+
+
+def _spec(pairs: list[str]) -> dict:
+    spec = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--synthetic {pair!r}: expected KEY=VALUE (a SyntheticSpec field)")
+        try:
+            spec[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            spec[key] = value
+    return spec
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stra_jax.tools.build_tfds", description=__doc__.split("\n\n")[0])
+    parser.add_argument("name", help="TFDS or config dataset name")
+    parser.add_argument("--manual_dir", required=True, help="the extracted dataset folder")
+    parser.add_argument("--data_dir", default=None, help="TFDS data_dir (default ~/tensorflow_datasets; gs:// works)")
+    parser.add_argument("--synthetic", action="append", default=[], metavar="KEY=VALUE",
+                        help="SyntheticSpec field for a generated synthetic_reid set")
+    args = parser.parse_args(argv)
+    try:
+        import tensorflow_datasets as tfds
+
+        from stra_jax.data.tfds import build_reid_tfds
+
+        tfds.disable_progress_bar()
+
+        targets = _targets(args.name)
+        if targets == ["synthetic_reid"]:
+            from stra_jax.data.synthetic import SyntheticSpec, generate_market_layout
+
+            manual = Path(args.manual_dir)
+            if manual.is_dir() and not any(manual.iterdir()):
+                manual.rmdir()  # an empty folder: generate into it
+            if not manual.exists():
+                generate_market_layout(manual, SyntheticSpec(**_spec(args.synthetic)))
+                print(f"generated the synthetic set into {manual}")
+        elif args.synthetic:
+            raise ValueError("--synthetic only applies to synthetic_reid")
+        for target in targets:
+            start = time.perf_counter()
+            builder = build_reid_tfds(target, args.manual_dir, args.data_dir)
+            splits = ", ".join(f"{k} {v.num_examples}" for k, v in sorted(builder.info.splits.items()))
+            print(f"{target}: {splits} examples in {builder.data_dir} ({time.perf_counter() - start:.1f} s)")
+    except (ValueError, FileNotFoundError, TypeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
