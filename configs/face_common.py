@@ -68,7 +68,13 @@ def face_config(dataset: str, root: str, arg: str | None = None,
     config.task = "face"
     config.seed = 0
     config.init_from = ""
-    config.dataset = ml_collections.ConfigDict(dict(name=dataset, root=root, verification=(), check_images=True))
+    # source: "folder" reads root (insightface's folder); "tfds" reads the TFDS builds face_recordio/<set>
+    # and face_verification/<set> (stra_jax.data.tfds.face) in data_dir ('' = ~/tensorflow_datasets, or
+    # WORKDIR/data/tfds for the synthetic set, generated and built on first use; gs:// works), <set> =
+    # tfds_config ('' = from root's insightface folder name: faces_webface_112x112 -> casia_webface,
+    # faces_emore -> ms1m; synthetic_faces for synthetic_faces).
+    config.dataset = ml_collections.ConfigDict(dict(name=dataset, root=root, verification=(), check_images=True,
+                                                    source="folder", data_dir="", tfds_config=""))
     config.model = ml_collections.ConfigDict(dict(name="stra_resnet50_face", kwargs=dict(), shard_classifier=False))
     config.input = ml_collections.ConfigDict(dict(image_size=(112, 112), flip=True))
     config.train = face_train_config()

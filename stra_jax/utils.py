@@ -7,50 +7,58 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
-import tempfile
-from pathlib import Path
-from typing import IO, Any, Iterator
+import uuid
+from typing import IO, Any, Iterator, Union
 
 import jax
+from etils import epath
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+AnyPath = Union[str, os.PathLike, epath.Path]
 
 
-def _default_mode(path: str | os.PathLike, directory: bool = False) -> None:
-    """mkstemp/mkdtemp create owner-only (0600/0700) entries; give the result the
-    permissions a plain ``open``/``mkdir`` would (0666/0777 minus the umask)."""
-    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+def is_remote(path: AnyPath) -> bool:
+    """True for a URL-like path (``gs://bucket/run``, ``s3://...``) that only
+    ``tf.io.gfile``/etils epath can reach; False for a local path."""
+    return "://" in os.fspath(path) if not isinstance(path, str) else "://" in path
+
+
+def as_path(path: AnyPath) -> epath.Path:
+    """``path`` as an etils ``epath.Path``: local paths (made absolute) use the OS,
+    ``gs://`` and other URLs ``tf.io.gfile``, behind one API, so the workdir and
+    model-directory code is the same for both (and is tested on local paths)."""
+    text = path if isinstance(path, str) else os.fspath(path)
+    return epath.Path(text if is_remote(text) else os.path.abspath(text))
+
+
+def _staging_name(path: epath.Path, kind: str) -> epath.Path:
+    return path.parent / f".{path.name}.{kind}-{uuid.uuid4().hex[:10]}"
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
+def atomic_file(path: AnyPath, mode: str = "w") -> Iterator[IO]:
     """Open a temporary file beside ``path`` for writing; on success it is
     renamed to ``path`` (a reader never sees a half-written file), on failure
-    removed (``path`` is untouched)."""
-    path = Path(path)
+    removed (``path`` is untouched). Works on ``gs://`` too (a bucket object
+    appears only complete)."""
+    path = as_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    tmp = _staging_name(path, "tmp")
     try:
-        with os.fdopen(fd, mode) as f:
+        with tmp.open(mode) as f:
             yield f
-        _default_mode(tmp)
-        os.replace(tmp, path)
+        tmp.replace(path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        with contextlib.suppress(Exception):
+            tmp.unlink(missing_ok=True)
         raise
 
 
-def save_figure(fig: Any, path: str | os.PathLike, **savefig_kwargs: Any) -> Path:
+def save_figure(fig: Any, path: AnyPath, **savefig_kwargs: Any) -> epath.Path:
     """Write a matplotlib figure to ``path`` as PNG atomically, then close it."""
     import matplotlib.pyplot as plt  # only for callers that draw
 
-    path = Path(path)
+    path = as_path(path)
     try:
         with atomic_file(path, "wb") as f:
             fig.savefig(f, format="png", **savefig_kwargs)
@@ -59,13 +67,12 @@ def save_figure(fig: Any, path: str | os.PathLike, **savefig_kwargs: Any) -> Pat
     return path
 
 
-def write_json_atomic(path: str | os.PathLike, payload: Any) -> Path:
+def write_json_atomic(path: AnyPath, payload: Any) -> epath.Path:
     """Write ``payload`` as indented JSON to ``path`` atomically. Tuples and
     other sequences are written as lists."""
     with atomic_file(path) as f:
-        json.dump(payload, f, indent=2, sort_keys=True, default=list)
-        f.write("\n")
-    return Path(path)
+        f.write(json.dumps(payload, indent=2, sort_keys=True, default=list) + "\n")
+    return as_path(path)
 
 
 def as_json(payload: Any) -> Any:
@@ -74,29 +81,44 @@ def as_json(payload: Any) -> Any:
 
 
 @contextlib.contextmanager
-def atomic_directory(out: str | os.PathLike, *, overwrite: bool) -> Iterator[Path]:
+def atomic_directory(out: AnyPath, *, overwrite: bool) -> Iterator[epath.Path]:
     """Yield an empty staging directory beside ``out``; on success it replaces
     ``out`` with one rename, on failure it is removed and ``out`` is untouched.
+    (On ``gs://`` a directory rename copies its objects: readers of ``out`` may
+    see it appear file by file, never a half-written earlier version.)
 
     ``overwrite=False`` refuses an existing ``out`` before anything is written.
     """
-    out = Path(out).absolute()
+    out = as_path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out}: already exists (pass overwrite=True / --overwrite to replace it)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    staging = _staging_name(out, "partial")
+    staging.mkdir()
     try:
         yield staging
-        _default_mode(staging, directory=True)
         if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, trash / "old")
-            os.replace(staging, out)
-            shutil.rmtree(trash, ignore_errors=True)
+            trash = _staging_name(out, "old")
+            out.rename(trash)
+            staging.rename(out)
+            with contextlib.suppress(Exception):
+                trash.rmtree()
         else:
-            os.replace(staging, out)
+            staging.rename(out)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging.exists():
+            with contextlib.suppress(Exception):
+                staging.rmtree()
+
+
+def copy_tree(src: AnyPath, dest: AnyPath) -> None:
+    """Copy the files under ``src`` into ``dest`` (local or ``gs://``), creating folders."""
+    src, dest = as_path(src), as_path(dest)
+    for folder, _, files in src.walk():
+        target = dest / os.path.relpath(os.fspath(folder), os.fspath(src)) if folder != src else dest
+        target.mkdir(parents=True, exist_ok=True)
+        for name in files:
+            (folder / name).copy(target / name, overwrite=True)
 
 
 def tree_shapes(tree: Any) -> dict[str, tuple[int, ...]]:

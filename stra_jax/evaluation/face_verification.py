@@ -106,7 +106,10 @@ class FaceVerification:
         self.sets: dict[str, Path] = {s: Path(sets[s]) for s in (wanted or sorted(sets))}
         if not self.sets:
             raise ValueError(f"config.evals.{name}: no .bin verification sets found in the dataset folder")
-        self._cache: dict[str, tuple[list[bytes], np.ndarray]] = {}
+        # Pairs a task has already read (the TFDS source: ``face_verification_pairs``,
+        # name -> (encoded images, issame)) are used instead of reading the .bin file.
+        read = context.get("face_verification_pairs") or {}
+        self._cache: dict[str, tuple[list[bytes], np.ndarray]] = {n: read[n] for n in self.sets if n in read}
 
     def check(self, mesh: jax.sharding.Mesh) -> None:
         check_batch_divisible(self.settings["batch_size"], mesh, f"config.evals.{self.name}.batch_size")

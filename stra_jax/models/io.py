@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
+from etils import epath
 
 from stra_jax.models.registry import create_model, model_kwargs
-from stra_jax.utils import atomic_directory, shape_mismatches, write_json_atomic
+from stra_jax.utils import as_path, atomic_directory, copy_tree, shape_mismatches, write_json_atomic
 
 FORMAT = "stra-jax-model/1"
 # The model directories a training workdir keeps (training/loop.py writes them).
@@ -59,7 +58,7 @@ def abstract_variables(model: Any) -> dict[str, Any]:
 
 def save_model(out_dir: str | os.PathLike, arch: str, kwargs: dict[str, Any],
                variables: dict[str, Any], *, overwrite: bool = False,
-               info: dict[str, Any] | None = None) -> Path:
+               info: dict[str, Any] | None = None) -> epath.Path:
     """Write ``variables`` of ``create_model(arch, **kwargs)`` to ``out_dir``
     (assembled beside it, then renamed in: never half-written)."""
     spec = {"format": FORMAT, "arch": arch, "kwargs": model_kwargs(arch, **kwargs)}
@@ -70,25 +69,25 @@ def save_model(out_dir: str | os.PathLike, arch: str, kwargs: dict[str, Any],
         with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as ckptr:
             ckptr.save(staging / "variables", args=ocp.args.StandardSave(state))
         (staging / "model.json").write_text(json.dumps(spec, indent=2, sort_keys=True, default=list) + "\n")
-    return Path(out_dir).absolute()
+    return as_path(out_dir)
 
 
 def update_model_info(model_dir: str | os.PathLike, info: dict[str, Any]) -> None:
     """Replace the ``info`` of a model directory's ``model.json`` (atomically)."""
     spec = read_model_spec(model_dir)
-    write_json_atomic(Path(model_dir) / "model.json", {**spec, "info": info})
+    write_json_atomic(as_path(model_dir) / "model.json", {**spec, "info": info})
 
 
-def copy_model_dir(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
+def copy_model_dir(src: str | os.PathLike, dest: str | os.PathLike) -> epath.Path:
     """Copy a model directory, replacing ``dest`` atomically."""
     read_model_spec(src)  # fail clearly on a non-model directory
     with atomic_directory(dest, overwrite=True) as staging:
-        shutil.copytree(src, staging, dirs_exist_ok=True)
-    return Path(dest).absolute()
+        copy_tree(src, staging)
+    return as_path(dest)
 
 
 def read_model_spec(model_dir: str | os.PathLike) -> dict[str, Any]:
-    path = Path(model_dir) / "model.json"
+    path = as_path(model_dir) / "model.json"
     if not path.is_file():
         raise FileNotFoundError(
             f"{path}: missing; expected a stra-jax model directory (model.json + variables/) "
@@ -99,10 +98,10 @@ def read_model_spec(model_dir: str | os.PathLike) -> dict[str, Any]:
     return spec
 
 
-def resolve_model_dir(path: str | os.PathLike) -> tuple[Path, Path | None]:
+def resolve_model_dir(path: str | os.PathLike) -> tuple[epath.Path, epath.Path | None]:
     """``(model directory, training workdir or None)`` for a path that is either a
     model directory or a training workdir (its ``model_best``, else ``model_last``)."""
-    path = Path(path).absolute()
+    path = as_path(path)
     if (path / "model.json").is_file():
         workdir = path.parent if (path.parent / "config.json").is_file() else None
         return path, workdir
@@ -129,7 +128,7 @@ def load_model(model_dir: str | os.PathLike, *, expect_arch: str | None = None,
     model = create_model(arch, **{**spec["kwargs"], **overrides})
     target = abstract_variables(model)
     target = {"params": target["params"], "batch_stats": target.get("batch_stats", {})}
-    path = Path(model_dir).absolute() / "variables"
+    path = as_path(model_dir) / "variables"
     with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as ckptr:
         saved = ckptr.metadata(path).item_metadata.tree
         problems = shape_mismatches(target, saved)

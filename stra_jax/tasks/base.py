@@ -20,6 +20,9 @@ select it with ``config.task = "name"``.
 from __future__ import annotations
 
 import abc
+import hashlib
+import os
+import tempfile
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Mapping
 
@@ -27,6 +30,7 @@ import jax
 import numpy as np
 
 from stra_jax.evaluation.evaluators import Evaluator, build_evaluators
+from stra_jax.utils import as_path, is_remote
 
 
 class Task(abc.ABC):
@@ -39,7 +43,8 @@ class Task(abc.ABC):
 
     def __init__(self, config: Any, workdir: str | Path | None = None) -> None:
         self.config = config
-        self.workdir = Path(workdir).absolute() if workdir is not None else None
+        # local or gs:// (etils epath: one API); data it generates stays on a local disk
+        self.workdir = as_path(workdir) if workdir is not None else None
 
     @abc.abstractmethod
     def load(self) -> str:
@@ -89,7 +94,12 @@ class Task(abc.ABC):
         dataset = self.config.dataset
         if dataset.get("root"):
             return Path(dataset.root)
+        if self.workdir is not None and is_remote(self.workdir):
+            # a gs:// workdir: generate the built-in sets on this host's disk (image
+            # readers and generators work on local files), one folder per workdir
+            key = hashlib.sha1(os.fspath(self.workdir).encode()).hexdigest()[:12]
+            return Path(tempfile.gettempdir()) / "stra_jax_data" / key / dataset.name
         if self.workdir is None:
             raise ValueError(f"config.dataset.root is empty and there is no training workdir to find "
                              f"{dataset.name!r} in: pass --config.dataset.root=PATH")
-        return self.workdir / "data" / dataset.name
+        return Path(os.fspath(self.workdir)) / "data" / dataset.name

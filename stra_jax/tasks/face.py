@@ -8,7 +8,13 @@ Config keys read here:
   workdir's ``data/<name>``), ``verification`` (names of the ``.bin`` sets to
   use; empty = every one in ``root``), ``check_images`` (decode every training
   image once before training; the result is cached in ``WORKDIR/cache``), and
-  ``synthetic`` (the spec of the built-in synthetic set);
+  ``synthetic`` (the spec of the built-in synthetic set); ``source``
+  ("folder": read ``root``, the default; "tfds": the TFDS builds of
+  ``stra_jax.data.tfds.face`` in ``data_dir`` (empty = TFDS's default;
+  ``gs://`` works) of the set ``tfds_config`` (``casia_webface``, ``ms1m``,
+  ...; empty = from ``root``'s insightface folder name, ``synthetic_faces``
+  for ``synthetic_faces``; the synthetic set is generated and built into
+  ``WORKDIR/data/tfds`` on first use when ``data_dir`` is empty));
 * ``input``: ``image_size`` (112, 112), ``flip``;
 * ``train``: ``loss``, ``margin``, ``scale``, ``straight_through``,
   ``diversity_weight`` (plus the loop's keys);
@@ -26,6 +32,7 @@ import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import jax
@@ -60,17 +67,52 @@ class FaceTask(Task):
         cfg = self.config.dataset
         synthetic = cfg.get("synthetic")
         start = time.perf_counter()
-        self.dataset = prepare_face_dataset(cfg.name, self.data_root(), synthetic.to_dict() if synthetic else None,
-                                            tuple(cfg.get("verification", ())))
-        note = ""
+        source = cfg.get("source", "folder")
+        if source == "tfds":
+            self.dataset = self._load_tfds()
+            note = f"\nread from TFDS in {time.perf_counter() - start:.1f} s"
+        elif source == "folder":
+            self.dataset = prepare_face_dataset(cfg.name, self.data_root(),
+                                                synthetic.to_dict() if synthetic else None,
+                                                tuple(cfg.get("verification", ())))
+            note = ""
+        else:
+            raise ValueError(f"config.dataset.source={source!r}: expected 'folder' or 'tfds'")
         if cfg.get("check_images", True):
-            note = f"\n{self._check_train_images()} in {time.perf_counter() - start:.1f} s"
+            note += f"\n{self._check_train_images()} in {time.perf_counter() - start:.1f} s"
         t = self.config.train
         self._objective = margin_objective(t.loss, t.margin, t.scale, diversity_weight=t.diversity_weight,
                                            num_classes=self.num_classes,
                                            straight_through=t.get("straight_through", False),
                                            shard_classifier=self.shard_classifier)
         return self.dataset.summary() + note
+
+    def _load_tfds(self) -> FaceDataset:
+        """The training set and the verification pairs from the TFDS builds (the
+        built-in synthetic set: generated and built first when absent)."""
+        from stra_jax.data.tfds.face import (build_face_tfds, load_face_train, load_face_verification,
+                                             tfds_config_for)
+
+        cfg = self.config.dataset
+        if cfg.name == "folder":
+            raise ValueError("config.dataset.source='tfds' reads insightface's RecordIO layout; pack an image "
+                             "folder first (python -m stra_jax.tools.pack_faces) and build that")
+        data_dir = cfg.get("data_dir") or None
+        set_name = tfds_config_for(cfg.name, cfg.get("root", ""), cfg.get("tfds_config", ""))
+        folder = None
+        if cfg.name == "synthetic_faces":  # the built-in set: generate and build on first use
+            data_dir = data_dir or str(self.data_root().parent / "tfds")
+            synthetic = cfg.get("synthetic")
+            folder = prepare_face_dataset(cfg.name, self.data_root(), synthetic.to_dict() if synthetic else None)
+            build_face_tfds(set_name, folder.root, data_dir)
+        train = load_face_train(set_name, data_dir)
+        if folder is not None and (len(train), train.num_classes) != (len(folder.train), folder.train.num_classes):
+            raise ValueError(f"{train.source} holds {len(train)} images of {train.num_classes} identities, "
+                             f"{folder.root} {len(folder.train)} of {folder.train.num_classes}: built from another "
+                             "synthetic spec; remove it or set config.dataset.data_dir elsewhere")
+        built, pairs = load_face_verification(set_name, data_dir, tuple(cfg.get("verification", ())))
+        return FaceDataset(cfg.name, Path(train.builder.data_dir), train,
+                           {name: Path(built) / name for name in pairs}, pairs=pairs)
 
     def _check_train_images(self) -> str:
         """Decode every training image once (a thread pool); a bad one stops the
@@ -131,7 +173,14 @@ class FaceTask(Task):
         from stra_jax.data.face.pipeline import numpy_train_batches
 
         cfg = self.config.input
-        return numpy_train_batches(self.dataset.train, global_batch=global_batch,
+        train = self.dataset.train
+        if hasattr(train, "in_order"):  # the TFDS source: read the epoch's order ahead in chunks
+            from stra_jax.data.pipeline import host_epoch_slice
+
+            order, _ = host_epoch_slice(len(train), global_batch, self.config.seed, epoch, start_step,
+                                        process_index, process_count)
+            train = train.in_order(order)
+        return numpy_train_batches(train, global_batch=global_batch,
                                    image_size=tuple(cfg.image_size), seed=self.config.seed, epoch=epoch,
                                    start_step=start_step, flip=cfg.get("flip", True),
                                    process_index=process_index, process_count=process_count)
@@ -144,11 +193,15 @@ class FaceTask(Task):
         return self._objective(outputs, batch, collections)
 
     def eval_context(self) -> dict[str, Any]:
-        return {"face_verification_sets": dict(self.dataset.verification)}
+        """The ``.bin`` sets; with the TFDS source also their pairs, already read."""
+        return {"face_verification_sets": dict(self.dataset.verification),
+                "face_verification_pairs": dict(self.dataset.pairs or {})}
 
 
 def _stamp(train) -> dict[str, Any]:
     """What identifies the training files' contents for the image-check cache."""
+    if hasattr(train, "stamp"):  # e.g. the TFDS source: its build
+        return train.stamp()
     source = str(train.source)
     paths = getattr(train, "paths", None) or [source, str(os.path.splitext(source)[0] + ".idx")]
     stats = []

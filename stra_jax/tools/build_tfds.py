@@ -3,10 +3,14 @@
     python -m stra_jax.tools.build_tfds market1501 --manual_dir /data/Market-1501-v15.09.15 --data_dir gs://bucket/tfds
     python -m stra_jax.tools.build_tfds cuhk03_np --manual_dir /data/cuhk03      # both detected and labeled
     python -m stra_jax.tools.build_tfds synthetic_reid --manual_dir /tmp/synthetic --data_dir /tmp/tfds
+    python -m stra_jax.tools.build_tfds ms1m --manual_dir /data/faces_emore --data_dir gs://bucket/tfds
 
-NAME: a TFDS name (``market1501``, ``dukemtmc_reid``, ``cuhk03_np[/detected|/labeled]``,
+NAME: a ReID TFDS name (``market1501``, ``dukemtmc_reid``, ``cuhk03_np[/detected|/labeled]``,
 ``msmt17``, ``synthetic_reid``) or a ``config.dataset.name`` (``dukemtmcreid``,
-``cuhk03_labeled``, ``synthetic``, ...). ``--manual_dir``: the folder the folder
+``cuhk03_labeled``, ``synthetic``, ...); or a face set (``casia_webface``, ``ms1m``,
+``glint360k``, ``custom``, ``synthetic_faces``; or ``face_recordio/SET`` /
+``face_verification/SET`` alone) built from an insightface folder (train.rec,
+train.idx and the ``.bin`` pairs). ``--manual_dir``: the folder the folder
 source reads (``config.dataset.root``); for ``synthetic_reid`` an empty or absent
 folder gets the built-in synthetic set generated into it first (``--synthetic
 KEY=VALUE`` sets its ``SyntheticSpec``). ``--data_dir``: where TFDS writes
@@ -59,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manual_dir", required=True, help="the extracted dataset folder")
     parser.add_argument("--data_dir", default=None, help="TFDS data_dir (default ~/tensorflow_datasets; gs:// works)")
     parser.add_argument("--synthetic", action="append", default=[], metavar="KEY=VALUE",
-                        help="SyntheticSpec field for a generated synthetic_reid set")
+                        help="spec field for a generated synthetic_reid / synthetic_faces set")
     args = parser.parse_args(argv)
     try:
         import tensorflow_datasets as tfds
@@ -67,6 +71,25 @@ def main(argv: list[str] | None = None) -> int:
         from stra_jax.data.tfds import build_reid_tfds
 
         tfds.disable_progress_bar()
+
+        from stra_jax.data.tfds.face import build_face_tfds, is_face_name
+
+        if is_face_name(args.name):  # insightface sets: casia_webface, ms1m, ..., synthetic_faces
+            if args.name.rpartition("/")[2] == "synthetic_faces":
+                from stra_jax.data.face.synthetic import FaceSyntheticSpec, generate_face_set
+
+                manual = Path(args.manual_dir)
+                if not manual.exists() or (manual.is_dir() and not any(manual.iterdir())):
+                    generate_face_set(manual, FaceSyntheticSpec(**_spec(args.synthetic)))
+                    print(f"generated the synthetic face set into {manual}")
+            elif args.synthetic:
+                raise ValueError("--synthetic only applies to synthetic_reid and synthetic_faces")
+            start = time.perf_counter()
+            for builder in build_face_tfds(args.name, args.manual_dir, args.data_dir):
+                splits = ", ".join(f"{k} {v.num_examples}" for k, v in sorted(builder.info.splits.items()))
+                print(f"{builder.name}/{builder.builder_config.name}: {splits} examples in {builder.data_dir} "
+                      f"({time.perf_counter() - start:.1f} s)")
+            return 0
 
         targets = _targets(args.name)
         if targets == ["synthetic_reid"]:

@@ -8,16 +8,15 @@ step is moved to ``WORKDIR/checkpoints_damaged/`` and the previous one used.
 """
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 from jax.experimental import multihost_utils
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
-from stra_jax.utils import as_json, shape_mismatches, tree_shapes
+from stra_jax.utils import as_json, as_path, shape_mismatches, tree_shapes
 
 BEST_METRIC = "reid/mAP"
 
@@ -30,7 +29,7 @@ def metric_value(metrics: dict[str, float], name: str) -> float:
     return metrics.get(name.rsplit("/", 1)[-1], float("-inf"))
 
 
-def make_manager(workdir: str | Path, keep_last: int = 3, best_metric: str = BEST_METRIC) -> ocp.CheckpointManager:
+def make_manager(workdir: str | epath.Path, keep_last: int = 3, best_metric: str = BEST_METRIC) -> ocp.CheckpointManager:
     """Manager keeping the ``keep_last`` latest checkpoints plus the best by
     ``best_metric`` (higher is better; a name from the evaluators, e.g. "reid/mAP")."""
     policy = pp.AnyPreservationPolicy([
@@ -41,7 +40,7 @@ def make_manager(workdir: str | Path, keep_last: int = 3, best_metric: str = BES
                                            create=True)
     # Handlers named up front, so a fresh process can read item metadata before restoring.
     handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
-    return ocp.CheckpointManager(Path(workdir).absolute() / "checkpoints", options=options,
+    return ocp.CheckpointManager(as_path(workdir) / "checkpoints", options=options,
                                  item_handlers=handlers)
 
 
@@ -63,7 +62,7 @@ def _short(err: BaseException) -> str:
     return f"{type(err).__name__}: {lines[-1] if lines else ''}"[:300]
 
 
-def quarantine(manager: ocp.CheckpointManager, step: int, why: str) -> Path:
+def quarantine(manager: ocp.CheckpointManager, step: int, why: str) -> epath.Path:
     """Move a damaged step aside (never delete it) to ``checkpoints_damaged/`` next
     to the checkpoints, say so, and forget it."""
     src = manager.directory / str(step)
@@ -74,7 +73,7 @@ def quarantine(manager: ocp.CheckpointManager, step: int, why: str) -> Path:
         n = 1
         while dest.exists():
             dest, n = dest_root / f"{step}.{n}", n + 1
-        shutil.move(str(src), str(dest))
+        src.rename(dest)  # epath: a local rename, or a copy on gs://
         print(f"checkpoint {src} is damaged ({why}); moved to {dest} and skipped", flush=True)
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices(f"quarantine {step}")

@@ -17,14 +17,15 @@ Workdir layout::
 """
 from __future__ import annotations
 
+import contextlib
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
+from etils import epath
 
 from stra_jax.evaluation.evaluators import run_evaluators, scalars, tables
 from stra_jax.models import abstract_variables, create_model, frozen_param_mask, init_variables, load_model
@@ -39,7 +40,7 @@ from stra_jax.training.state import TrainState
 from stra_jax.training.step import make_train_step
 from stra_jax.training.validate import check_train_config, check_workdir
 from stra_jax.training.writers import MetricWriter
-from stra_jax.utils import shape_mismatches, write_json_atomic
+from stra_jax.utils import as_path, shape_mismatches, write_json_atomic
 
 class NonFiniteLoss(RuntimeError):
     pass
@@ -106,7 +107,7 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
     checkpoint at the current step and raise :class:`Interrupted`; a workdir
     this call created is removed again if it fails before training starts.
     """
-    workdir = Path(workdir).absolute()
+    workdir = as_path(workdir)  # local or gs://: one API (etils epath), orbax takes either
     check_train_config(config)
     check_workdir(workdir)
     created = not workdir.exists()
@@ -117,11 +118,12 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, Any]:
                 return _train(config, workdir, guard, progress)
         except BaseException:
             if created and not progress["started"] and jax.process_index() == 0:
-                shutil.rmtree(workdir, ignore_errors=True)
+                with contextlib.suppress(Exception):
+                    workdir.rmtree(missing_ok=True)
             raise
 
 
-def _train(config, workdir: Path, guard: SignalGuard, progress: dict[str, bool]) -> dict[str, Any]:
+def _train(config, workdir: epath.Path, guard: SignalGuard, progress: dict[str, bool]) -> dict[str, Any]:
     cfg = config.train
     task = make_task(config, workdir)
     print(task.load())

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
+
+from stra_jax.utils import as_path, is_remote
 
 # key of config.train -> (lowest allowed value, whether it must be an integer)
 _TRAIN_MINIMA: dict[str, tuple[float, bool]] = {
@@ -50,7 +53,17 @@ def check_train_config(config: Any) -> None:
 def check_workdir(workdir: Path) -> None:
     """The workdir (or the nearest existing parent that will hold it) must be a
     writable directory; checked before anything is created."""
-    path = workdir
+    if is_remote(workdir):  # a bucket has no permissions to read up front: try a write
+        probe = as_path(workdir) / f".write-test-{uuid.uuid4().hex[:8]}"
+        try:
+            probe.write_text("")
+            probe.unlink()
+        except Exception as err:  # the filesystem's own error (permission, missing bucket)
+            raise ValueError(f"workdir {workdir}: cannot write there ({type(err).__name__}: "
+                             f"{str(err).strip().splitlines()[-1] if str(err).strip() else ''}); "
+                             "choose another --workdir") from None
+        return
+    path = Path(os.fspath(workdir))
     while not path.exists():
         path = path.parent
     if not path.is_dir():

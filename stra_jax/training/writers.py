@@ -6,7 +6,7 @@ from pathlib import Path
 
 import jax
 
-from stra_jax.utils import atomic_file
+from stra_jax.utils import as_path, atomic_file
 
 
 def truncate_log(path: Path, resume_step: int, drop_eval_at_resume: bool) -> None:
@@ -43,9 +43,9 @@ class MetricWriter:
             return
         import tensorflow as tf
 
-        workdir = Path(workdir)
+        workdir = as_path(workdir)
         truncate_log(workdir / "metrics.jsonl", resume_step, drop_eval_at_resume)
-        self._jsonl = open(workdir / "metrics.jsonl", "a")
+        self._jsonl = (workdir / "metrics.jsonl").open("a")
         self._tf = tf
         self._tb = tf.summary.create_file_writer(str(workdir / "tensorboard"))
 

@@ -116,12 +116,15 @@ class FolderTrainSet:
 
 @dataclasses.dataclass
 class FaceDataset:
-    """``train``: the training set; ``verification``: name -> ``.bin`` path."""
+    """``train``: the training set; ``verification``: name -> ``.bin`` path;
+    ``pairs``: name -> ``(encoded images, issame)`` already read (the TFDS
+    source, whose ``verification`` values then only name the build's folder)."""
 
     name: str
     root: Path
     train: FaceTrainSet
     verification: dict[str, Path]
+    pairs: dict[str, tuple[list[bytes], np.ndarray]] | None = None
 
     def summary(self) -> str:
         sets = ", ".join(self.verification) or "none"
