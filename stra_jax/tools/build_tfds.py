@@ -114,5 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console script (``pip install .``): ``main`` with the process's arguments."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()

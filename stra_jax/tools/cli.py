@@ -12,7 +12,7 @@ import difflib
 import importlib.util
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from absl import flags
 
@@ -41,11 +41,24 @@ def _flag_value(argv: list[str], name: str) -> str | None:
     return None
 
 
+def add_config_package_root(path: str) -> None:
+    """Put the folder holding a config's package on ``sys.path``, so that
+    ``configs/x.py`` can ``from configs.common import ...`` when run by a console
+    script (``stra-train``), whose ``sys.path`` starts at its bin folder, not at
+    the repository."""
+    folder = Path(path).resolve().parent
+    while (folder / "__init__.py").is_file():
+        folder = folder.parent
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+
+
 def load_config(spec: str) -> Any:
     """``configs/<exp>.py[:variant]`` -> its ConfigDict, or exit naming what is wrong."""
     path, _, arg = spec.partition(":")
     if not Path(path).is_file():
         fail(f"--config {spec}: no such file {path!r} (expected configs/<exp>.py[:variant])")
+    add_config_package_root(path)
     try:
         module_spec = importlib.util.spec_from_file_location("_checked_config", path)
         module = importlib.util.module_from_spec(module_spec)
@@ -117,11 +130,16 @@ def split_model_options(argv: list[str], config: Any) -> tuple[list[str], dict[s
     return kept, options
 
 
-def parse_flags_or_exit(argv: list[str]) -> list[str]:
+def flags_parser(doc: str | None) -> Callable[[list[str]], list[str]]:
+    """:func:`parse_flags_or_exit` whose ``--help`` prints ``doc`` (a console
+    script's ``__main__`` has no docstring of its own)."""
+    return lambda argv: parse_flags_or_exit(argv, doc)
+
+
+def parse_flags_or_exit(argv: list[str], doc: str | None = None) -> list[str]:
     """absl flag parsing with one-line errors (exit 2) and ``--help`` (exit 0)."""
     if any(arg in HELP_FLAGS for arg in argv[1:]):
-        main = sys.modules["__main__"]
-        print((main.__doc__ or "").strip() + "\n")
+        print((doc if doc is not None else sys.modules["__main__"].__doc__ or "").strip() + "\n")
         print(flags.FLAGS.main_module_help() if hasattr(flags.FLAGS, "main_module_help")
               else flags.FLAGS.get_help())
         sys.exit(0)

@@ -95,5 +95,10 @@ def pack_pairs(pairs: Path, out: Path) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console script (``pip install .``): ``main`` with the process's arguments."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()

@@ -95,10 +95,15 @@ def plan(workdir: Path, variants: Sequence[str], seeds: Sequence[int]) -> list[R
             for s in seeds for v in variants]
 
 
+TRAIN_MODULE = "stra_jax.tools.train"  # what train.py runs
+
+
 def train_command(run: Run, config_path: str, overrides: Sequence[str], train_script: str,
                   python: str = sys.executable) -> list[str]:
-    """The command line that trains (or resumes) one run."""
-    return [python, train_script, "--config", f"{config_path}:{config_arg(run.variant)}",
+    """The command line that trains (or resumes) one run (``train_script``: a file,
+    or ``-m MODULE``)."""
+    script = train_script.split() if train_script.startswith("-m ") else [train_script]
+    return [python, *script, "--config", f"{config_path}:{config_arg(run.variant)}",
             "--workdir", str(run.workdir), f"--config.seed={run.seed}",
             *[f"--config.{o}" for o in overrides]]
 
@@ -287,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="config override for every run (e.g. train.epochs=20); repeatable")
     p.add_argument("--metrics", default="mAP,rank1", help="final metrics to tabulate (last name component)")
     p.add_argument("--jobs", type=int, default=1, help="runs at the same time (default 1)")
-    p.add_argument("--train-script", default=None, help="default: train.py beside the stra_jax package")
+    p.add_argument("--train-script", default=None,
+                   help=f"default: train.py beside the stra_jax package, else -m {TRAIN_MODULE} (pip install)")
     p.add_argument("--print-commands", action="store_true", help="print the commands of unfinished runs and exit")
     p.add_argument("--collect-only", action="store_true", help="only tabulate what has finished")
     return p
@@ -306,8 +312,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             fail(f"--set {o!r}: expected KEY=VALUE, e.g. train.epochs=20")
     variants, seeds = parse_list(args.variants, "variants"), parse_seeds(args.seeds)
     metrics = parse_list(args.metrics, "metrics")
-    train_script = args.train_script or str(Path(__file__).resolve().parents[2] / "train.py")
-    if not Path(train_script).is_file():
+    beside = Path(__file__).resolve().parents[2] / "train.py"  # a repository checkout
+    train_script = args.train_script or (str(beside) if beside.is_file() else f"-m {TRAIN_MODULE}")
+    if not train_script.startswith("-m ") and not Path(train_script).is_file():
         fail(f"--train-script {train_script}: no such file (expected the project's train.py)")
     check_variants(args.config, variants, args.set)
     workdir = Path(args.workdir)
@@ -343,5 +350,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console script (``pip install .``): ``main`` with the process's arguments."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()

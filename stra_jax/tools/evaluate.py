@@ -1,0 +1,117 @@
+"""Evaluate a model with the evaluators of a config (``config.evals``).
+
+    python eval.py --config configs/reid_synthetic.py --checkpoint runs/synthetic      # a training workdir
+    stra-eval --config configs/reid_synthetic.py --checkpoint runs/synthetic           # after pip install .
+    python eval.py --config configs/reid_market.py --checkpoint DIR [--output results.json]
+    python eval.py --config configs/reid_market.py:authors --checkpoint DIR \\
+        --config.dataset.root=/data/market1501 --config.evals.reid.flip=True
+
+``--checkpoint``: a model directory (``model.json`` + ``variables/``, as written
+by ``python -m stra_jax.convert`` or by training), or a training workdir, whose
+``model_best`` (else ``model_last``) is used; a workdir's data
+(``WORKDIR/data``) is found as training found it. The task of the config
+(``config.task``) loads the data; the evaluators are the ones training runs, so
+the numbers are the ones the run logged. Prints each evaluator's table and
+writes the metrics (with the config) to ``--output``, by default
+``MODEL_DIR/eval_<dataset>.json``; evaluators that draw (face verification:
+one ROC curve per set) put their PNGs beside it.
+
+``--visualize-ranks K`` also draws ranked lists (torchreid's visrank) of the
+``--rank-worst`` lowest-AP and ``--rank-random`` random queries: the query and
+its top-K gallery images (green: same pid, red: other), same pid + camera
+excluded as in mAP, into ``OUT/ranks_<evaluator>/`` (PNGs + ``ranks.json``);
+``--out`` defaults to the JSON's folder. It needs a ReID (reid_retrieval) evaluator.
+
+    python eval.py --config configs/reid_synthetic.py --checkpoint runs/synthetic --visualize-ranks 10 --out OUT
+
+    python eval.py --config configs/face_ms1m.py --checkpoint runs/face_ms1m   # LFW, CFP-FP, ... table
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<exp>.py[:variant]", lock_config=True)
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "model directory (model.json + variables/) or training workdir")
+_OUTPUT = flags.DEFINE_string("output", None, "JSON file for the results (default: MODEL_DIR/eval_<dataset>.json)")
+_RANKS = flags.DEFINE_integer("visualize-ranks", 0, "draw ranked lists of the top K gallery images (0: off)",
+                              lower_bound=0)
+_WORST = flags.DEFINE_integer("rank-worst", 8, "ranked lists of this many lowest-AP queries", lower_bound=0)
+_RANDOM = flags.DEFINE_integer("rank-random", 8, "and of this many random queries (seed 0)", lower_bound=0)
+_OUT = flags.DEFINE_string("out", None, "folder for the ranked-list pictures (default: the JSON's folder)")
+
+
+def run(config, checkpoint: str, output: str | None, visualize_ranks: int = 0, out_dir: str | None = None,
+        rank_worst: int = 8, rank_random: int = 8) -> dict:
+    from stra_jax.evaluation.evaluators import of_evaluator, run_evaluators, scalars, tables
+    from stra_jax.models import load_model
+    from stra_jax.models.io import read_model_spec, resolve_model_dir
+    from stra_jax.tasks import make_task
+    from stra_jax.utils import write_json_atomic
+
+    model_dir, workdir = resolve_model_dir(checkpoint)
+    task = make_task(config, workdir)
+    print(task.load())
+    evaluators = task.evaluators()
+    if not evaluators:
+        raise ValueError("config.evals is empty: nothing to evaluate")
+    rankers = [e for e in evaluators if hasattr(e, "write_rank_lists")] if visualize_ranks else []
+    if visualize_ranks and not rankers:
+        raise ValueError(f"--visualize-ranks needs a ReID evaluator (type reid_retrieval) in config.evals; "
+                         f"this config has {[e.name for e in evaluators]}")
+    for evaluator in rankers:
+        evaluator.retain_features = True  # rank the features run() scored, without extracting again
+    model, variables = load_model(model_dir, expect_arch=config.model.name)
+    info = read_model_spec(model_dir).get("info", {})
+    print(f"model: {model_dir}" + (f" (step {info['step']})" if "step" in info else ""))
+    metrics = run_evaluators(evaluators, model, variables)
+    logged = info.get("metrics")
+    if logged:
+        differ = {k: (v, logged[k]) for k, v in scalars(metrics).items()
+                  if k in logged and not k.endswith("seconds") and abs(v - logged[k]) > 1e-6}
+        if differ:
+            print(f"note: differs from what training logged for this model: {differ}")
+    dataset = (config.get("dataset") or {}).get("name") or config.get("task", "reid")
+    payload = {"dataset": dataset, "checkpoint": str(model_dir), "metrics": metrics, "config": config.to_dict()}
+    out = Path(output) if output else model_dir / f"eval_{dataset}.json"
+    write_json_atomic(out, payload)
+    print(f"wrote {out}")
+    for evaluator in evaluators:  # pictures, for evaluators that draw (e.g. ROC curves)
+        if hasattr(evaluator, "write_artifacts"):
+            for path in evaluator.write_artifacts(of_evaluator(metrics, evaluator.name), out.parent):
+                print(f"wrote {path}")
+    for evaluator in rankers:
+        written = evaluator.write_rank_lists(model, variables, Path(out_dir) if out_dir else out.parent,
+                                             k=visualize_ranks, num_worst=rank_worst, num_random=rank_random)
+        print(f"wrote {len(written) - 1} ranked lists and their index {written[-1]}")
+    print(tables(evaluators, metrics))
+    return payload
+
+
+def main(argv) -> None:
+    del argv
+    if _CONFIG.value is None or _CHECKPOINT.value is None:
+        raise app.UsageError("--config and --checkpoint are required")
+    logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
+    try:
+        run(_CONFIG.value, _CHECKPOINT.value, _OUTPUT.value, _RANKS.value, _OUT.value, _WORST.value, _RANDOM.value)
+    except KeyboardInterrupt:
+        print("interrupted; nothing was written", file=sys.stderr)
+        sys.exit(130)
+    except (ValueError, FileNotFoundError, PermissionError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+
+
+def cli() -> None:
+    """``stra-eval`` / ``python eval.py``."""
+    from stra_jax.tools.cli import flags_parser
+
+    app.run(main, flags_parser=flags_parser(__doc__))
+
+
+if __name__ == "__main__":
+    cli()
