@@ -389,7 +389,12 @@ with jax.set_mesh(explicit):
         *jax.device_put((e, w, labels), (NamedSharding(explicit, P("data")), NamedSharding(explicit, P(None, "data")),
                                           NamedSharding(explicit, P("data")))))
 ce_r, ok_r = jax.jit(lambda a, v, b: margin_cross_entropy(a, v, b, **kw))(e, w, labels)
-np.testing.assert_allclose(np.asarray(ce_x), np.asarray(ce_r), rtol=1e-5, atol=1e-5)
+# Rows 0-1 sit exactly on their class (cos = 1, for the tie test above), where ArcFace's
+# sin(theta) = sqrt(1 - cos^2) has an infinite slope: one float32 ulp of cos (sharded vs
+# replicated norms, or another CPU's vector code) moves the loss by 64 * sin(0.5) * 3.4e-4
+# = 0.01. Compare them at that scale, every other row at 1e-5.
+np.testing.assert_allclose(np.asarray(ce_x)[2:], np.asarray(ce_r)[2:], rtol=1e-5, atol=1e-5)
+np.testing.assert_allclose(np.asarray(ce_x)[:2], np.asarray(ce_r)[:2], atol=0.02)
 assert (np.asarray(ok_x) == np.asarray(ok_r)).all()
 print("OK")
 """

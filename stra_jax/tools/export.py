@@ -42,7 +42,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from stra_jax.tools.visualize_modes import input_settings, parse_size
-from stra_jax.utils import atomic_directory
+from stra_jax.utils import as_path, atomic_directory
 
 FORMATS = ("savedmodel", "stablehlo")
 OUTPUTS = ("embedding", "features")
@@ -64,14 +64,9 @@ def input_normalisation(task: str) -> dict[str, Any]:
                 "formula": "(rgb - mean) / std, rgb = uint8 / 255", "source": "stra_jax.data.pipeline.normalize",
                 "resize": "bilinear to H x W"}
     if task == "face":
-        import tensorflow as tf
+        from stra_jax.data.face.pipeline import FACE_MEAN, FACE_STD
 
-        from stra_jax.data.face.pipeline import normalize_face
-
-        # normalize_face(x) = (x - mean) / std: read both off the function itself.
-        zero, one = (float(normalize_face(tf.constant(v, tf.float32))) for v in (0.0, 1.0))
-        std = 1.0 / (one - zero)
-        return {"task": "face", "range": [0.0, 255.0], "mean": [-zero * std] * 3, "std": [std] * 3,
+        return {"task": "face", "range": [0.0, 255.0], "mean": [FACE_MEAN] * 3, "std": [FACE_STD] * 3,
                 "formula": "(rgb - mean) / std, rgb = uint8 as float", "source": "stra_jax.data.face.pipeline.normalize_face",
                 "resize": "bilinear to H x W when the image differs (aligned crops)"}
     return {"task": task, "note": "task unknown to the exporter: use that task's evaluation preprocessing"}
@@ -156,7 +151,7 @@ def export_model(checkpoint: str | Path, out: str | Path, fmt: str, image_size: 
     if output not in OUTPUTS:
         raise ValueError(f"output {output!r}: expected one of {', '.join(OUTPUTS)}")
     platforms = parse_platforms(",".join(platforms))
-    out = Path(out).absolute()
+    out = as_path(out)  # a local folder or gs://
     model_dir, workdir = resolve_model_dir(checkpoint)
     if out.exists() and not overwrite:  # before loading anything
         raise FileExistsError(f"{out}: already exists (pass overwrite=True / --overwrite to replace it)")
@@ -192,7 +187,7 @@ def export_model(checkpoint: str | Path, out: str | Path, fmt: str, image_size: 
 
 def read_export_meta(out: str | Path) -> dict[str, Any]:
     """The ``export.json`` of an export directory."""
-    return json.loads((Path(out) / META_FILE).read_text())
+    return json.loads((as_path(out) / META_FILE).read_text())
 
 
 def load_stablehlo(out: str | Path) -> Callable[[Any], Any]:
@@ -200,7 +195,7 @@ def load_stablehlo(out: str | Path) -> Callable[[Any], Any]:
     (``jax.export.deserialize(...).call``; runs on the platforms it was lowered for)."""
     import jax
 
-    exported = jax.export.deserialize(bytearray((Path(out) / STABLEHLO_FILE).read_bytes()))
+    exported = jax.export.deserialize(bytearray((as_path(out) / STABLEHLO_FILE).read_bytes()))
     return exported.call
 
 

@@ -30,9 +30,12 @@ from stra_jax.data.pipeline import host_epoch_slice
 tf.config.set_visible_devices([], "GPU")
 
 
+FACE_MEAN, FACE_STD = 127.5, 128.0  # insightface's (x - 127.5) / 128, as the paper
+
+
 def normalize_face(image: tf.Tensor) -> tf.Tensor:
-    """uint8-range (H, W, 3) -> ``(x - 127.5) / 128`` float32 (insightface, the paper)."""
-    return (tf.cast(image, tf.float32) - 127.5) / 128.0
+    """uint8-range (H, W, 3) -> ``(x - FACE_MEAN) / FACE_STD`` float32 (insightface, the paper)."""
+    return (tf.cast(image, tf.float32) - FACE_MEAN) / FACE_STD
 
 
 def decode_face(encoded: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
