@@ -86,3 +86,24 @@ def test_bucket_workdir_keeps_generated_data_on_local_disk(tmp_path):
     assert root != make_task(reid_synthetic.get_config("smoke"), "gs://bucket/other").data_root()
     local = make_task(reid_synthetic.get_config("smoke"), tmp_path / "run").data_root()
     assert local == tmp_path / "run" / "data" / "synthetic"
+
+
+def test_readers_through_epath_roots_match_local_roots(tmp_path):
+    """An epath root takes the bucket code path (listing instead of a stat per file,
+    files opened through epath) and must read exactly what a local root reads."""
+    from stra_jax.data.reid import read_dataset
+    from tests.test_custom_datasets import _as_csv, _as_folders
+    from tests.test_reid_data import _cuhk03, _market, _msmt17
+
+    roots = {"market1501": _market(tmp_path / "market"), "cuhk03_labeled": _cuhk03(tmp_path / "cuhk", "labeled"),
+             "msmt17": _msmt17(tmp_path / "msmt")}
+    roots["folder"] = _as_folders(roots["market1501"], tmp_path / "folders")
+    roots["csv"] = _as_csv(roots["market1501"], tmp_path / "csv")
+    for name, root in roots.items():
+        local, remote_style = read_dataset(name, root), read_dataset(name, epath.Path(root))
+        for split in ("train", "query", "gallery"):
+            assert getattr(local, split) == getattr(remote_style, split), (name, split)
+    missing = roots["msmt17"] / "MSMT17_V1" / "test"
+    next(p for p in missing.rglob("*.jpg")).unlink()
+    with pytest.raises(FileNotFoundError, match="listed images are missing"):
+        read_dataset("msmt17", epath.Path(roots["msmt17"]))

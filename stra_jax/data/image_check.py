@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Mapping, Sequence, TypeVar
 
-from stra_jax.utils import write_json_atomic
+from stra_jax.utils import as_path, is_remote, write_json_atomic
 
 R = TypeVar("R")  # a record with a ``path`` attribute
 _CACHE_VERSION = 1
@@ -27,6 +27,8 @@ def decode_error(path: str | bytes) -> str | None:
     from PIL import Image
 
     try:
+        if isinstance(path, str) and is_remote(path):
+            path = as_path(path).read_bytes()  # gs://: Pillow reads local files only
         with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as image:
             image.convert("RGB").load()
     except Exception as err:  # Pillow raises OSError, SyntaxError, ValueError, ...
@@ -35,6 +37,12 @@ def decode_error(path: str | bytes) -> str | None:
 
 
 def _stat(path: str) -> list[int] | None:
+    if is_remote(path):  # a bucket object: size and whole-second mtime
+        try:
+            st = as_path(path).stat()
+        except Exception:  # the filesystem's own not-found / permission errors
+            return None
+        return [int(st.length), int(st.mtime)]
     try:
         st = os.stat(path)
     except OSError:
@@ -60,7 +68,7 @@ def check_images(records: Sequence[R], skip_corrupt: bool = False, *, cache: str
     are bad), or with ``skip_corrupt`` is dropped and counted. ``cache``: a JSON
     file remembering the good files by (size, mtime).
     """
-    cache = Path(cache) if cache is not None else None
+    cache = as_path(cache) if cache is not None else None  # beside a local or gs:// workdir
     known = _read_cache(cache)
     paths = [str(r.path) for r in records]
     stats = [_stat(p) for p in paths]

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 import re
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
+
+from etils import epath
+
+from stra_jax.utils import as_path, is_remote
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 MARKET_NAME = re.compile(r"([-\d]+)_c(\d+)")  # PPPP_cCsS_FFFFFF_BB.jpg
@@ -60,9 +65,34 @@ class ReIDDataset:
         return "\n".join(lines)
 
 
-def image_files(folder: Path) -> list[Path]:
+def dataset_path(root: str | os.PathLike) -> Path | epath.Path:
+    """A dataset root for the readers: a local path as ``pathlib.Path`` (as given);
+    an ``epath.Path`` stays one, and ``gs://...`` becomes one (``tf.io.gfile``). The
+    readers use only what both offer (``/``, ``iterdir``, ``is_dir``, ``open``, ...)."""
+    if isinstance(root, epath.Path) or is_remote(root):
+        return as_path(root)
+    return Path(root)
+
+
+def _listing_only(folder: Path | epath.Path) -> bool:
+    """Folders whose files are found by listing alone (epath: a bucket, where a
+    per-file ``is_file`` is one request each)."""
+    return isinstance(folder, epath.Path)
+
+
+def image_files(folder: Path | epath.Path) -> list[Path]:
     """Image files of a folder, sorted by name; other files (Thumbs.db, .txt) are ignored."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    listed = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(listed if _listing_only(folder) else [p for p in listed if p.is_file()])
+
+
+def missing_files(paths: Sequence[str], folder: Path | epath.Path) -> list[str]:
+    """The ``paths`` (files under ``folder``) that do not exist: one check per file
+    locally, one recursive listing of ``folder`` for an epath (bucket) folder."""
+    if not _listing_only(folder):
+        return [p for p in paths if not Path(p).is_file()]
+    present = {os.fspath(d / name) for d, _, names in folder.walk() for name in names}
+    return [p for p in paths if p not in present]
 
 
 def images_under(folder: str | Path) -> list[Path]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from stra_jax.data.reid.common import ReIDDataset, Record, build_dataset, require_dir
+from stra_jax.data.reid.common import ReIDDataset, Record, build_dataset, dataset_path, missing_files, require_dir
 
 SUBSETS = ("detected", "labeled")
 _KEYS = ("filelist", "labels", "camId", "train_idx", "query_idx", "gallery_idx")
@@ -35,7 +35,7 @@ def _strings(cell: np.ndarray) -> list[str]:
 def read_cuhk03(root: str | Path, subset: str = "detected") -> ReIDDataset:
     if subset not in SUBSETS:
         raise ValueError(f"subset={subset!r}: expected one of {SUBSETS}")
-    root = Path(root)
+    root = dataset_path(root)
     if (root / "cuhk03").is_dir() and not (root / f"images_{subset}").is_dir():
         root = root / "cuhk03"  # torchreid's dataset_dir
     config_path = root / f"cuhk03_new_protocol_config_{subset}.mat"
@@ -43,7 +43,8 @@ def read_cuhk03(root: str | Path, subset: str = "detected") -> ReIDDataset:
         raise FileNotFoundError(f"{config_path}: not found; expected the layout {_LAYOUT}")
     image_dir = require_dir(root / f"images_{subset}", _LAYOUT)
     try:
-        config = scipy.io.loadmat(str(config_path))
+        with config_path.open("rb") as f:  # a local file or a bucket object
+            config = scipy.io.loadmat(f)
     except Exception as err:  # scipy raises several types for corrupt files
         raise ValueError(f"{config_path}: cannot be read as a MATLAB file: {err}") from err
     missing = [k for k in _KEYS if k not in config]
@@ -63,7 +64,7 @@ def read_cuhk03(root: str | Path, subset: str = "detected") -> ReIDDataset:
         return [Record(str(image_dir / names[i]), int(pids[i]), int(cams[i])) for i in idx]
 
     train, query, gallery = split("train_idx"), split("query_idx"), split("gallery_idx")
-    absent = [r.path for r in train + query + gallery if not Path(r.path).is_file()]
+    absent = missing_files([r.path for r in train + query + gallery], image_dir)
     if absent:
         raise FileNotFoundError(f"{image_dir}: {len(absent)} images named in {config_path.name} are "
                                 f"missing, e.g. {absent[:3]}")

@@ -23,10 +23,14 @@ benchmarks (same-pid-same-camera gallery images excluded, mAP/CMC/mINP).
 from __future__ import annotations
 
 import csv
+import io
+import os
 import re
 from pathlib import Path
 
-from stra_jax.data.reid.common import IMAGE_SUFFIXES, ReIDDataset, Record, build_dataset
+from stra_jax.data.reid.common import (IMAGE_SUFFIXES, ReIDDataset, Record, build_dataset, dataset_path,
+                                      image_files)
+from stra_jax.utils import is_remote
 
 SPLITS = ("train", "query", "gallery")
 CSV_COLUMNS = ("path", "pid", "camid", "split")
@@ -45,7 +49,7 @@ def _camera(path: Path, pattern: re.Pattern | None, split: str) -> int:
 
 def read_identity_folders(root: str | Path, camera_pattern: str = r"_c(\d+)") -> ReIDDataset:
     """``ROOT/{train,query,gallery}/<identity>/`` -> a dataset; identities by folder name."""
-    root = Path(root)
+    root = dataset_path(root)
     pattern = re.compile(camera_pattern) if camera_pattern else None
     found: dict[str, list[tuple[str, Path]]] = {}
     for split in SPLITS:
@@ -54,11 +58,11 @@ def read_identity_folders(root: str | Path, camera_pattern: str = r"_c(\d+)") ->
             raise FileNotFoundError(f"{folder}: missing; expected the layout {_FOLDER_LAYOUT}")
         found[split] = []
         for identity in sorted(p for p in folder.iterdir() if p.is_dir()):
-            images = sorted(p for p in identity.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            images = image_files(identity)
             if not images:
                 raise ValueError(f"{identity}: identity folder without images ({', '.join(IMAGE_SUFFIXES)})")
             found[split] += [(identity.name, p) for p in images]
-        stray = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        stray = [p.name for p in image_files(folder)]
         if stray:
             raise ValueError(f"{folder}: images outside identity folders ({stray[:3]}); expected {_FOLDER_LAYOUT}")
     # One integer per identity name, shared by query and gallery.
@@ -78,12 +82,13 @@ def _integer(value: str, column: str, where: str) -> int:
 
 def read_csv_dataset(root: str | Path, csv_file: str = "dataset.csv") -> ReIDDataset:
     """``ROOT/<csv_file>`` rows (path, pid, camid, split) -> a dataset."""
-    root = Path(root)
+    root = dataset_path(root)
     table = root / csv_file
     if not table.is_file():
         raise FileNotFoundError(f"{table}: not found; expected a CSV with the columns {','.join(CSV_COLUMNS)}")
     splits: dict[str, list[Record]] = {s: [] for s in SPLITS}
-    with open(table, newline="") as f:
+    # Whole file, newlines untranslated (what csv wants; epath's open takes no newline=).
+    with io.StringIO(table.read_bytes().decode("utf-8-sig"), newline="") as f:
         reader = csv.DictReader(f)
         missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
@@ -94,8 +99,8 @@ def read_csv_dataset(root: str | Path, csv_file: str = "dataset.csv") -> ReIDDat
             split = (row["split"] or "").strip()
             if split not in SPLITS:
                 raise ValueError(f"{where}: split {split!r}; expected one of {SPLITS}")
-            path = Path((row["path"] or "").strip())
-            path = path if path.is_absolute() else root / path
+            text = (row["path"] or "").strip()
+            path = dataset_path(text) if is_remote(text) or os.path.isabs(text) else root / text
             if not path.is_file():
                 raise FileNotFoundError(f"{where}: image {path} not found")
             pid = _integer(row["pid"], "pid", where)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stra_jax.data.reid.common import ReIDDataset, build_dataset, parse_market_folder, require_dir
+from stra_jax.data.reid.common import ReIDDataset, build_dataset, dataset_path, parse_market_folder, require_dir
 
 _SUBFOLDERS = ("bounding_box_train", "query", "bounding_box_test")
 _LAYOUT = "ROOT/{bounding_box_train,query,bounding_box_test}/PPPP_cCsS_FFFFFF_BB.jpg"
@@ -24,7 +24,7 @@ def _resolve(root: Path, extracted_name: str) -> Path:
 
 
 def _read_market_layout(name: str, root: str | Path, extracted_name: str, num_cameras: int) -> ReIDDataset:
-    base = _resolve(Path(root), extracted_name)
+    base = _resolve(dataset_path(root), extracted_name)
     train, query, gallery = (
         parse_market_folder(require_dir(base / sub, _LAYOUT), num_cameras, name) for sub in _SUBFOLDERS)
     return build_dataset(name, base, train, query, gallery)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stra_jax.data.reid.common import ReIDDataset, Record, build_dataset, require_dir
+from stra_jax.data.reid.common import ReIDDataset, Record, build_dataset, dataset_path, missing_files, require_dir
 
 _VERSIONS = {"MSMT17_V1": ("train", "test"), "MSMT17_V2": ("mask_train_v2", "mask_test_v2")}
 _LAYOUT = "ROOT/MSMT17_V1/{train,test}/ + ROOT/MSMT17_V1/list_{train,val,query,gallery}.txt"
@@ -34,14 +34,14 @@ def _read_list(list_path: Path, image_dir: Path) -> list[Record]:
         if not 0 <= camid < 15:
             raise ValueError(f"{list_path}:{lineno}: camera {camid + 1} out of range 1..15")
         records.append(Record(str(image_dir / rel), pid, camid))
-    missing = [r.path for r in records if not Path(r.path).is_file()]
+    missing = missing_files([r.path for r in records], image_dir)
     if missing:
         raise FileNotFoundError(f"{list_path}: {len(missing)} listed images are missing, e.g. {missing[:3]}")
     return records
 
 
 def read_msmt17(root: str | Path, use_val: bool = False) -> ReIDDataset:
-    root = Path(root)
+    root = dataset_path(root)
     for version, (train_dir, test_dir) in _VERSIONS.items():
         base = root / version
         if base.is_dir():
