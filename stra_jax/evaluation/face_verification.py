@@ -24,6 +24,7 @@ import numpy as np
 from stra_jax.evaluation.evaluators import check_settings
 from stra_jax.evaluation.face import evaluate
 from stra_jax.sharding import batch_sharding, check_batch_divisible, gather_to_host, make_mesh, replicated
+from stra_jax.utils import as_path
 
 FLIPS = ("concat", "sum", "none")
 DEFAULTS: dict[str, Any] = dict(
@@ -188,6 +189,6 @@ class FaceVerification:
             ax.legend(loc="lower right")
             ax.grid(alpha=0.3)
             fig.tight_layout()
-            path = Path(out_dir) / f"roc_{name}.png"
+            path = as_path(out_dir) / f"roc_{name}.png"
             written.append(save_figure(fig, path))
         return written

@@ -17,6 +17,7 @@ from stra_jax.data.reid.common import ReIDDataset
 from stra_jax.evaluation.evaluators import check_settings
 from stra_jax.evaluation.reid import evaluate, retrieval_distances
 from stra_jax.sharding import check_batch_divisible
+from stra_jax.utils import as_path
 
 DEFAULTS: dict[str, Any] = dict(
     image_size=(256, 128),
@@ -117,7 +118,7 @@ class ReIDRetrieval:
         size = tuple(s["image_size"])
         setting = ", ".join([s["metric"]] + [label for key, label in (("normalize", "L2-normalised"),
                                                  ("flip", "flip"), ("rerank", "re-ranked")) if s[key]])
-        final = Path(out_dir) / f"ranks_{self.name}"
+        final = as_path(out_dir) / f"ranks_{self.name}"
         entries, names = [], []
         with atomic_directory(final, overwrite=True) as staging:
             for n, (q, kind) in enumerate(zip(chosen, kinds)):

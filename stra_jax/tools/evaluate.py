@@ -29,7 +29,6 @@ excluded as in mAP, into ``OUT/ranks_<evaluator>/`` (PNGs + ``ranks.json``);
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -50,7 +49,7 @@ def run(config, checkpoint: str, output: str | None, visualize_ranks: int = 0, o
     from stra_jax.models import load_model
     from stra_jax.models.io import read_model_spec, resolve_model_dir
     from stra_jax.tasks import make_task
-    from stra_jax.utils import write_json_atomic
+    from stra_jax.utils import as_path, write_json_atomic
 
     model_dir, workdir = resolve_model_dir(checkpoint)
     task = make_task(config, workdir)
@@ -76,7 +75,7 @@ def run(config, checkpoint: str, output: str | None, visualize_ranks: int = 0, o
             print(f"note: differs from what training logged for this model: {differ}")
     dataset = (config.get("dataset") or {}).get("name") or config.get("task", "reid")
     payload = {"dataset": dataset, "checkpoint": str(model_dir), "metrics": metrics, "config": config.to_dict()}
-    out = Path(output) if output else model_dir / f"eval_{dataset}.json"
+    out = as_path(output) if output else model_dir / f"eval_{dataset}.json"
     write_json_atomic(out, payload)
     print(f"wrote {out}")
     for evaluator in evaluators:  # pictures, for evaluators that draw (e.g. ROC curves)
@@ -84,7 +83,7 @@ def run(config, checkpoint: str, output: str | None, visualize_ranks: int = 0, o
             for path in evaluator.write_artifacts(of_evaluator(metrics, evaluator.name), out.parent):
                 print(f"wrote {path}")
     for evaluator in rankers:
-        written = evaluator.write_rank_lists(model, variables, Path(out_dir) if out_dir else out.parent,
+        written = evaluator.write_rank_lists(model, variables, as_path(out_dir) if out_dir else out.parent,
                                              k=visualize_ranks, num_worst=rank_worst, num_random=rank_random)
         print(f"wrote {len(written) - 1} ranked lists and their index {written[-1]}")
     print(tables(evaluators, metrics))
