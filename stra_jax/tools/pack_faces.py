@@ -95,10 +95,5 @@ def pack_pairs(pairs: Path, out: Path) -> int:
     return 0
 
 
-def cli() -> None:
-    """The console script (``pip install .``): ``main`` with the process's arguments."""
-    sys.exit(main())
-
-
 if __name__ == "__main__":
-    cli()
+    sys.exit(main())
