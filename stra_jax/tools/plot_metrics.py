@@ -25,6 +25,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from stra_jax.utils import as_path
+
 Series = dict[str, tuple[list[int], list[float]]]  # key -> (steps, values), ascending steps
 
 TRAIN_PANELS = {"train/loss": "loss", "train/ce": "cross-entropy (CE)", "train/diversity": "L_d (diversity loss)",
@@ -38,12 +40,12 @@ def read_metrics(path: str | Path) -> Series:
     """``metrics.jsonl`` -> {key: (steps, values)}, numbers only, ascending step (a
     repeated step keeps its last value). ValueError names the file and line of a
     malformed line; FileNotFoundError a missing file."""
-    path = Path(path)
+    path = as_path(path)  # a local or gs:// workdir's log
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found; expected a training workdir's metrics.jsonl "
                                 "(one JSON object per line with \"step\" and scalar metrics)")
     points: dict[str, dict[int, float]] = {}
-    with open(path) as f:
+    with path.open() as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -149,13 +151,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--labels", help="comma-separated legend labels, one per workdir (default: folder names)")
     args = parser.parse_args(argv)
     try:
-        workdirs = [Path(w) for w in args.workdirs]
+        workdirs = [as_path(w) for w in args.workdirs]
         labels = args.labels.split(",") if args.labels else [w.resolve().name for w in workdirs]
         if len(labels) != len(workdirs):
             raise ValueError(f"--labels {args.labels!r} has {len(labels)} labels for {len(workdirs)} workdirs")
         if args.out is None and len(workdirs) > 1:
             raise ValueError("--out PNG is required with several workdirs")
-        out = Path(args.out) if args.out else workdirs[0] / "curves.png"
+        out = as_path(args.out) if args.out else workdirs[0] / "curves.png"
         runs = [read_metrics(w / "metrics.jsonl") for w in workdirs]
         print(f"wrote {plot(runs, labels, out)}")
     except (ValueError, FileNotFoundError, PermissionError) as err:

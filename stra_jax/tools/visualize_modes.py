@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from stra_jax.utils import atomic_file
+from stra_jax.utils import as_path, atomic_file
 
 REID_IMAGE_SIZE = (256, 128)  # the ReID evaluator's default (evaluation/reid_retrieval.py)
 
@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{arch} at {model_dir}: block {maps.block} of {blocks}; {len(paths)} images at "
           f"{image_size[0]}x{image_size[1]} ({source}, {task} preprocessing); masks {maps.masks.shape[1:3]} x G "
           f"{maps.heads}")
-    out = Path(args.out)
+    out = as_path(args.out)  # a local folder or gs://
     l_d = maps.diversity()
     for i, path in enumerate(paths):
         g2 = None if maps.gates_interaction is None else maps.gates_interaction[i]
