@@ -13,9 +13,8 @@ therefore the same however many hosts, threads or restarts produced it;
 
 Image bytes come from the files (read by tf.data's parallel map) or, for the
 TFDS source (``stra_jax.data.tfds``), from ``images``: the encoded images held
-in host memory, keyed by record path, fed in the same order by one Python
-generator (as the face pipeline feeds RecordIO). Both decode the same bytes,
-so both sources give identical batches.
+in host memory, keyed by record path, sliced in the same order from one string
+tensor. Both decode the same bytes, so both sources give identical batches.
 
 Multi-host: each global batch is split into ``process_count`` equal, contiguous
 host slices; host p loads only its slice (its files), so the global batch is
@@ -95,7 +94,9 @@ def encoded_images(paths: np.ndarray, extras: tuple[np.ndarray, ...],
                    images: Mapping[str, bytes] | None = None) -> tf.data.Dataset:
     """Elements ``(encoded image, *extras[i])`` for the i-th path, in order: the
     file read by tf.data's parallel map, or, with ``images`` (TFDS source), the
-    bytes held in memory under that path, fed by one generator."""
+    bytes held in memory under that path, sliced from one string tensor of this
+    call's images (an epoch's host slice: well under TensorFlow's 2 GB limit
+    for ReID sets), so no Python runs per example."""
     if images is None:
         ds = tf.data.Dataset.from_tensor_slices((paths, *extras))
         return ds.map(lambda path, *rest: (tf.io.read_file(path), *rest),
@@ -104,14 +105,8 @@ def encoded_images(paths: np.ndarray, extras: tuple[np.ndarray, ...],
     if missing:
         raise ValueError(f"{missing[0]}: no such image in the dataset's records "
                          f"({len(missing)} of {len(paths)} paths missing)")
-    signature = (tf.TensorSpec([], tf.string),
-                 *(tf.TensorSpec(e.shape[1:], tf.as_dtype(e.dtype)) for e in extras))
-
-    def generate():
-        for i, path in enumerate(paths):
-            yield (images[path], *(e[i] for e in extras))
-
-    return tf.data.Dataset.from_generator(generate, output_signature=signature)
+    encoded = np.array([images[p] for p in paths], dtype=object)
+    return tf.data.Dataset.from_tensor_slices((encoded, *extras))
 
 
 def normalize(image: tf.Tensor) -> tf.Tensor:
