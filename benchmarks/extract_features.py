@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 
 from stra_jax.data.reid import read_market1501  # noqa: E402
-from stra_jax.data.synthetic import SyntheticSpec, generate_market_layout  # noqa: E402
+from stra_jax.data.reid.synthetic import SyntheticSpec, generate_market_layout  # noqa: E402
 from stra_jax.evaluation.features import extract_features  # noqa: E402
 from stra_jax.models import create_model, init_variables  # noqa: E402
 

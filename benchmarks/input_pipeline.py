@@ -1,7 +1,7 @@
 """Throughput of the tf.data training pipeline, in images/s per host, by host cores.
 
 Writes a Market-1501-layout folder of JPEGs (the synthetic generator, at the
-real 128x64 crop size of Market-1501) and runs ``data.pipeline.train_dataset``
+real 128x64 crop size of Market-1501) and runs ``data.reid.pipeline.train_dataset``
 at 256x128 with the full augmentation (resize, flip, pad-and-crop, random
 erasing), in a fresh process pinned to 1, 2, ... cores (``sched_setaffinity``,
 and tf.data's private thread pool sized to match). Compare with the model's
@@ -31,7 +31,7 @@ def _worker(root: str, cores: int, batch: int, batches: int, source: str, data_d
     os.sched_setaffinity(0, set(range(cores)))
     import tensorflow as tf
 
-    from stra_jax.data.pipeline import Augment, train_dataset
+    from stra_jax.data.reid.pipeline import Augment, train_dataset
     from stra_jax.data.reid import read_market1501
 
     start = time.perf_counter()
@@ -73,7 +73,7 @@ def main(argv=None) -> None:
         print(json.dumps(_worker(root, int(cores), int(batch), int(batches), source, data_dir)))
         return
 
-    from stra_jax.data.synthetic import SyntheticSpec, generate_market_layout
+    from stra_jax.data.reid.synthetic import SyntheticSpec, generate_market_layout
 
     available = len(os.sched_getaffinity(0))
     with tempfile.TemporaryDirectory() as tmp:

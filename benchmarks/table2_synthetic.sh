@@ -18,9 +18,9 @@ for v in $VARIANTS; do
   [ "$v" = stra ] && arg=""            # the demo's own network: narrow StRA-ResNet-50
   python train.py --config "configs/reid_synthetic.py$arg" --workdir "$OUT/$v" \
     --config.dataset.root="$OUT/data" --config.train.epochs="$EPOCHS" \
-    --config.train.lr_decay_every="$decay" --config.train.eval_every_epochs="$EPOCHS" \
+    --config.train.schedule.decay_every="$decay" --config.train.eval_every_epochs="$EPOCHS" \
     > "$OUT/$v.log" 2>&1 || { echo "run $v failed: see $OUT/$v.log" >&2; exit 1; }
   echo "done $v"
 done
-python -m stra_jax.models.summary --plot "$OUT/fig3_size_vs_map.png" \
+python -m stra_jax.tools.summary --plot "$OUT/fig3_size_vs_map.png" \
   --results $(for v in $VARIANTS; do echo "$OUT/$v/final_metrics.json"; done)

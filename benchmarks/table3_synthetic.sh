@@ -15,11 +15,11 @@ EPOCHS="${EPOCHS:-20}"
 SEEDS="${SEEDS:-0,1,2}"
 OUT="${OUT:-runs/table3}"
 common=(--config configs/reid_synthetic.py --seeds "$SEEDS" --set "dataset.root=$OUT/data"
-        --set "train.epochs=$EPOCHS" --set "train.lr_decay_every=$(( EPOCHS * 2 / 3 ))"
+        --set "train.epochs=$EPOCHS" --set "train.schedule.decay_every=$(( EPOCHS * 2 / 3 ))"
         --set "train.eval_every_epochs=$(( EPOCHS / 2 ))")
 python -m stra_jax.tools.sweep "${common[@]}" --variants baseline,local_only,no_interaction,paper \
   --workdir "$OUT"
 for w in 0.1 0.0; do
-  python -m stra_jax.tools.sweep "${common[@]}" --variants paper --set "train.diversity_weight=$w" \
+  python -m stra_jax.tools.sweep "${common[@]}" --variants paper --set "train.losses.diversity.weight=$w" \
     --workdir "${OUT}_ld$w"
 done

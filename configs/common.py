@@ -48,15 +48,12 @@ def reid_train_config() -> ml_collections.ConfigDict:
         epochs=90,
         batch_size=32,            # global, over all devices and hosts
         accum_steps=1,            # >1: split each batch into micro-batches (gradient accumulation)
-        optimizer="adam",
+        optimizer=dict(name="adam", b1=0.9, b2=0.999),  # stra_jax.training.optim.OPTIMIZERS
         lr=3e-4,
-        b1=0.9,
-        b2=0.999,
         weight_decay=5e-4,        # coupled L2, as torch.optim.Adam
-        lr_decay_every=20,        # epochs
-        lr_gamma=0.2,
-        label_smoothing=0.0,
-        diversity_weight=1.0,
+        schedule=dict(name="step", decay_every=20, gamma=0.2),  # StepLR per epoch (training/schedules.py)
+        # CE + 1.0 x L_d: weighted terms of stra_jax.losses.LOSSES (name -> weight and options)
+        losses=dict(ce=dict(weight=1.0, label_smoothing=0.0), diversity=dict(weight=1.0)),
         frozen_epochs=8,
         # Paper: stages 1-4 frozen (new modules and head train). Authors: layer4 open.
         frozen_groups=("stem", "layer1", "layer2", "layer3", "layer4"),
@@ -73,7 +70,10 @@ def reid_train_config() -> ml_collections.ConfigDict:
 def apply_authors_recipe(config: ml_collections.ConfigDict, frozen_epochs: int = 8) -> None:
     """The authors' released torchreid scripts (see docs: where they differ)."""
     t = config.train
-    t.update(epochs=100, b2=0.99, lr_decay_every=20, lr_gamma=0.1, label_smoothing=0.1,
+    t.optimizer.b2 = 0.99
+    t.schedule.update(decay_every=20, gamma=0.1)
+    t.losses.ce.label_smoothing = 0.1
+    t.update(epochs=100,
              frozen_epochs=frozen_epochs, frozen_groups=frozen_groups(config.model.name, last_stage_open=True))
     config.evals.reid.update(normalize=True, metric="sqeuclidean")
 
@@ -134,7 +134,9 @@ def reid_config(dataset: str, root: str, arg: str | None = None,
     config.input = ml_collections.ConfigDict(dict(
         image_size=(256, 128),
         augment=dict(flip=True, pad=10, erase_prob=0.5, erase_area=(0.02, 0.4), erase_aspect=(0.3, 3.3),
-                     erase_tries=10)))
+                     erase_tries=10),
+        sampler="random",         # stra_jax.data.samplers: how each global batch is drawn
+        sampler_options=dict()))
     config.train = reid_train_config()
     config.evals = ml_collections.ConfigDict({"reid": reid_eval_config()})
     if "authors" in variants:

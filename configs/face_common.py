@@ -13,8 +13,10 @@ import ml_collections
 from configs.common import parse_variants
 
 FACE_VARIANTS = ("arcface", "cosface", "softmax", "baseline", "smoke")
-# (margin, scale) of the paper's recipe per loss.
-LOSSES = {"softmax": (0.0, 1.0), "cosface": (0.2, 20.0), "arcface": (0.15, 20.0)}
+# The paper's margin loss terms (stra_jax.losses.LOSSES) and their options; the variant picks one.
+# straight_through=True: insightface's margin gradient (the margin as a constant).
+MARGIN_TERMS = {"softmax": {}, "cosface": dict(margin=0.2, scale=20.0, straight_through=False),
+                "arcface": dict(margin=0.15, scale=20.0, straight_through=False)}
 
 
 def face_eval_config() -> ml_collections.ConfigDict:
@@ -30,21 +32,12 @@ def face_train_config() -> ml_collections.ConfigDict:
         epochs=20,
         batch_size=512,           # global, over all devices and hosts (paper: 8 GPUs x 64)
         accum_steps=1,
-        optimizer="sgd",
-        momentum=0.9,
-        nesterov=False,
+        optimizer=dict(name="sgd", momentum=0.9, nesterov=False),
         lr=0.1,
-        lr_milestones=(8, 12),    # epochs (MultiStepLR)
-        lr_decay_every=20,        # unused when lr_milestones is set
-        lr_gamma=0.1,
-        b1=0.9, b2=0.999,         # Adam's, unused by SGD
+        schedule=dict(name="multistep", milestones=(8, 12), gamma=0.1),  # MultiStepLR, epochs
         weight_decay=5e-4,
-        loss="arcface",           # softmax | cosface | arcface
-        margin=0.15,
-        scale=20.0,
-        straight_through=False,   # True: insightface's margin gradient (margin as a constant)
-        label_smoothing=0.0,
-        diversity_weight=0.1,
+        # ArcFace (or a variant's softmax | cosface) + 0.1 x L_d: weighted terms of stra_jax.losses.LOSSES
+        losses=dict(arcface=dict(weight=1.0, **MARGIN_TERMS["arcface"]), diversity=dict(weight=0.1)),
         frozen_epochs=0,          # trained from scratch: nothing to freeze
         frozen_groups=(),
         log_every=100,
@@ -59,9 +52,9 @@ def face_train_config() -> ml_collections.ConfigDict:
 
 def face_config(dataset: str, root: str, arg: str | None = None,
                 known: tuple[str, ...] = FACE_VARIANTS) -> ml_collections.ConfigDict:
-    """The paper's face recipe on ``dataset`` (a name of ``stra_jax.data.face.dataset.READERS``)."""
+    """The paper's face recipe on ``dataset`` (a name of ``stra_jax.data.face.dataset.FACE_READERS``)."""
     variants = parse_variants(arg, known)
-    losses = variants & set(LOSSES)
+    losses = variants & set(MARGIN_TERMS)
     if len(losses) > 1:
         raise ValueError(f"config variants {sorted(losses)}: choose one loss")
     config = ml_collections.ConfigDict()
@@ -76,19 +69,21 @@ def face_config(dataset: str, root: str, arg: str | None = None,
     config.dataset = ml_collections.ConfigDict(dict(name=dataset, root=root, verification=(), check_images=True,
                                                     source="folder", data_dir="", tfds_config=""))
     config.model = ml_collections.ConfigDict(dict(name="stra_resnet50_face", kwargs=dict(), shard_classifier=False))
-    config.input = ml_collections.ConfigDict(dict(image_size=(112, 112), flip=True))
+    config.input = ml_collections.ConfigDict(dict(image_size=(112, 112), flip=True, sampler="random",
+                                                  sampler_options=dict()))
     config.train = face_train_config()
     config.evals = ml_collections.ConfigDict({"face": face_eval_config()})
     if losses:
         loss = losses.pop()
-        config.train.loss = loss
-        config.train.margin, config.train.scale = LOSSES[loss]
+        # Another margin term in place of ArcFace; L_d stays.
+        config.train.losses = {loss: dict(weight=1.0, **MARGIN_TERMS[loss]),
+                               "diversity": config.train.losses.diversity.to_dict()}
     if "baseline" in variants:
         config.model.name = "resnet50_face"
     if "smoke" in variants:
         config.model.kwargs = dict(width=8, stage_sizes=(1, 1, 1, 1), embedding_dim=32)
         config.input.image_size = (32, 32)
         config.evals.face.update(image_size=(32, 32), batch_size=16, nrof_folds=2)
-        config.train.update(epochs=2, batch_size=16, lr_milestones=(1,), log_every=2, eval_every_epochs=2,
-                            lr=0.05)
+        config.train.update(epochs=2, batch_size=16, log_every=2, eval_every_epochs=2, lr=0.05)
+        config.train.schedule.milestones = (1,)
     return config

@@ -29,5 +29,6 @@ def get_config(arg: str | None = None):
         return config
     config.model.kwargs = dict(width=12, stage_sizes=(1, 1, 2, 1), stem_stride=2, embedding_dim=128)
     config.evals.face.update(batch_size=100)
-    config.train.update(epochs=10, batch_size=64, lr=0.1, lr_milestones=(6, 8), log_every=25, eval_every_epochs=5)
+    config.train.update(epochs=10, batch_size=64, lr=0.1, log_every=25, eval_every_epochs=5)
+    config.train.schedule.milestones = (6, 8)
     return config

@@ -50,6 +50,6 @@ def get_config(arg: str | None = None):
            mobile=dict(width_mult=mobile_width, stage_blocks=(1, 1, 1, 1, 1, 1, 1)))
     config.input.image_size = (128, 64)
     config.evals.reid.update(image_size=(128, 64), batch_size=32)
-    config.train.update(epochs=60, batch_size=32, lr=1e-3, lr_decay_every=40, lr_gamma=0.1,
-                        frozen_epochs=0, log_every=20, eval_every_epochs=20)
+    config.train.update(epochs=60, batch_size=32, lr=1e-3, frozen_epochs=0, log_every=20, eval_every_epochs=20)
+    config.train.schedule.update(decay_every=40, gamma=0.1)
     return config

@@ -1,14 +1,16 @@
-"""Small helpers shared by every layer of the package: atomic writes and tree comparison.
+"""Small helpers shared by every layer of the package: atomic writes, tree
+comparison and the parsing of an image size on the command line.
 
 Imports nothing else of stra_jax, so anything may import it.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
 import uuid
-from typing import IO, Any, Iterator, Union
+from typing import IO, Any, Iterator, Mapping, Union
 
 import jax
 from etils import epath
@@ -29,6 +31,23 @@ def as_path(path: AnyPath) -> epath.Path:
     model-directory code is the same for both (and is tested on local paths)."""
     text = path if isinstance(path, str) else os.fspath(path)
     return epath.Path(text if is_remote(text) else os.path.abspath(text))
+
+
+class SizeError(ValueError, argparse.ArgumentTypeError):
+    """A bad image size on the command line: a ValueError for callers, and
+    argparse prints its message when ``parse_size`` is an argument's ``type``."""
+
+
+def parse_size(text: str, flag: str = "--image-size") -> tuple[int, int]:
+    """``"H,W"`` or ``"HxW"`` -> (H, W), both positive; ``flag``: the option
+    that gave ``text``, for the message."""
+    try:
+        height, width = (int(v) for v in text.lower().replace("x", ",").split(","))
+        if height > 0 and width > 0:
+            return height, width
+    except ValueError:
+        pass
+    raise SizeError(f"{flag} {text}: expected H,W with positive integers, e.g. 256,128")
 
 
 def _staging_name(path: epath.Path, kind: str) -> epath.Path:
@@ -144,3 +163,12 @@ def shape_mismatches(expected: Any, saved: Any, limit: int = 50) -> list[str]:
     lines += [f"{k}: model expects {want[k]}, checkpoint has {got[k]}"
               for k in sorted(set(want) & set(got)) if want[k] != got[k]]
     return lines[:limit] + ([f"... and {len(lines) - limit} more"] if len(lines) > limit else [])
+
+
+def check_moved_keys(section: Mapping[str, Any], moved: Mapping[str, str], prefix: str = "train",
+                     note: str = "") -> None:
+    """Refuse a config key of an older layout, naming its new home (``moved``:
+    old key -> where it lives now; ``note`` follows the message)."""
+    for old, new in moved.items():
+        if old in section:
+            raise ValueError(f"{prefix}.{old} has moved: write it as {new}" + (f"; {note}" if note else ""))

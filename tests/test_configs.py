@@ -22,9 +22,10 @@ def test_paper_and_authors_recipes():
     from configs import reid_cuhk03, reid_duke, reid_market
 
     paper, authors = reid_market.get_config("paper"), reid_market.get_config("authors")
-    assert (paper.train.lr_gamma, paper.train.label_smoothing, paper.train.epochs) == (0.2, 0.0, 90)
+    assert (paper.train.schedule.gamma, paper.train.losses.ce.label_smoothing, paper.train.epochs) == (0.2, 0.0, 90)
     assert "layer4" in paper.train.frozen_groups
-    assert (authors.train.lr_gamma, authors.train.label_smoothing, authors.train.epochs) == (0.1, 0.1, 100)
+    assert (authors.train.schedule.gamma, authors.train.losses.ce.label_smoothing, authors.train.epochs) == (
+        0.1, 0.1, 100)
     assert "layer4" not in authors.train.frozen_groups and authors.evals.reid.normalize
     assert reid_duke.get_config("authors").train.frozen_epochs == 10
     assert reid_cuhk03.get_config("labeled").dataset.name == "cuhk03_labeled"
@@ -55,14 +56,17 @@ def test_face_configs_follow_the_paper_recipe(name):
     config = module.get_config()
     t = config.train
     assert (config.task, config.model.name, config.input.image_size) == ("face", "stra_resnet50_face", (112, 112))
-    assert (t.optimizer, t.momentum, t.weight_decay, t.diversity_weight) == ("sgd", 0.9, 5e-4, 0.1)
-    assert (t.loss, t.margin, t.scale) == ("arcface", 0.15, 20.0) and config.evals.face.flip == "concat"
+    assert (t.optimizer.name, t.optimizer.momentum, t.weight_decay, t.losses.diversity.weight) == (
+        "sgd", 0.9, 5e-4, 0.1)
+    assert (sorted(t.losses), t.losses.arcface.margin, t.losses.arcface.scale) == (["arcface", "diversity"], 0.15, 20.0)
+    assert config.evals.face.flip == "concat"
     assert t.best_metric == "face/mean_accuracy"
     if name != "face_synthetic":
-        assert (t.lr, t.lr_milestones, t.epochs, t.batch_size) == (0.1, (8, 12), 20, 512)
+        assert (t.lr, t.schedule.milestones, t.epochs, t.batch_size) == (0.1, (8, 12), 20, 512)
     cos = module.get_config("cosface")
-    assert (cos.train.loss, cos.train.margin, cos.train.scale) == ("cosface", 0.2, 20.0)
-    assert module.get_config("softmax").train.loss == "softmax"
+    assert (sorted(cos.train.losses), cos.train.losses.cosface.margin, cos.train.losses.cosface.scale) == (
+        ["cosface", "diversity"], 0.2, 20.0)
+    assert sorted(module.get_config("softmax").train.losses) == ["diversity", "softmax"]
     assert module.get_config("baseline,arcface").model.name == "resnet50_face"
     assert module.get_config("smoke").train.epochs == 2
     with pytest.raises(ValueError, match="choose one loss"):

@@ -19,7 +19,7 @@ from stra_jax import total_diversity_loss  # noqa: E402
 from stra_jax.convert import from_torch_state_dict, load_state_dict, read_state_dict  # noqa: E402
 from stra_jax.models import create_model, load_model, model_kwargs  # noqa: E402
 from stra_jax.models.resnet import ResNet  # noqa: E402
-from stra_jax.models.summary import count_params  # noqa: E402
+from stra_jax.models.complexity import count_params  # noqa: E402
 from tests import torch_reference as tr  # noqa: E402
 from tests.helpers import REPO  # noqa: E402
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from stra_jax.data.reid import read_dataset
-from stra_jax.data.synthetic import SyntheticSpec, generate_market_layout
+from stra_jax.data.reid.synthetic import SyntheticSpec, generate_market_layout
 from stra_jax.evaluation.reid import evaluate
 
 SPLITS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}

@@ -72,11 +72,14 @@ def test_bad_margin_and_loss_fail_before_writing(tmp_path):
     from stra_jax.training.loop import train_and_evaluate
 
     workdir = tmp_path / "never"
-    for key, value, message in (("margin", 2.5, r"train.margin=2.5: expected a number in \[0, 1\)"),
-                                ("scale", 0.0, r"train.scale=0.0"),
+    for key, value, message in (("margin", 2.5, r"train.losses.arcface.margin=2.5: expected a number in \[0, 1\)"),
+                                ("scale", 0.0, r"train.losses.arcface.scale=0.0"),
                                 ("loss", "sphereface", r"sphereface.*arcface")):
         config = face_synthetic.get_config("smoke")
-        config.train[key] = value
+        if key == "loss":  # the term's name
+            config.train.losses = {value: {"weight": 1.0}}
+        else:
+            config.train.losses.arcface[key] = value
         with pytest.raises(ValueError, match=message):
             train_and_evaluate(config, workdir)
         assert not workdir.exists()

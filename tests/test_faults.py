@@ -20,6 +20,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import reid_synthetic
+from stra_jax.evaluation.evaluators import Evaluator
 from tests.helpers import REPO, run_multidevice
 
 SMOKE = ["--config", "configs/reid_synthetic.py:smoke", "--config.train.frozen_epochs=0",
@@ -148,7 +149,7 @@ def test_signal_saves_a_checkpoint_and_the_rerun_resumes_exactly(straight, tmp_p
 
 # ---- evaluation failures (in-process, the toy task of test_plugins) ----
 
-class _Flaky:
+class _Flaky(Evaluator):
     """Wraps the toy evaluator: the first run fails (an exception or SIGTERM)."""
 
     calls = 0
@@ -183,8 +184,8 @@ def test_failed_or_interrupted_evaluation_keeps_the_epoch(tmp_path, capsys, monk
     from stra_jax.models import registry
 
     # The toys registered here must not leak into other test modules' registries.
-    for module, name in ((registry, "_MODELS"), (tasks, "_TASKS"), (evaluators, "_EVALUATORS")):
-        monkeypatch.setattr(module, name, dict(getattr(module, name)))
+    for reg in (registry.MODELS, tasks.TASKS, evaluators.EVALUATORS):
+        monkeypatch.setattr(reg, "_entries", dict(reg._entries))
     from stra_jax.training.loop import Interrupted, train_and_evaluate
     from tests import test_plugins
 
@@ -273,7 +274,7 @@ def test_skip_corrupt_skips_and_counts_and_the_check_is_cached(smoke_data, tmp_p
 
 
 def test_a_file_broken_after_the_check_is_named_mid_run(smoke_data):
-    from stra_jax.data.pipeline import numpy_batches, train_dataset
+    from stra_jax.data.reid.pipeline import numpy_batches, train_dataset
 
     records = list(smoke_data.train)
     ds = train_dataset(records, global_batch=4, image_size=(32, 16))
@@ -296,7 +297,8 @@ def test_malformed_market_file_name_is_named(tmp_path):
 # ---- one line for every mistake ----
 
 @pytest.mark.parametrize("args, message", [
-    (["--config.train.lr_decy=3"], 'config.train has no key \'lr_decy\'. Did you mean "lr_decay_every"?'),
+    (["--config.train.schedule.decay_evry=3"],
+     'config.train.schedule has no key \'decay_evry\'. Did you mean "decay_every"?'),
     (["--config.train.batch_size=0"], "train.batch_size=0: expected an integer >= 1"),
     (["--config.model.kwargs.atention_implementation=shift"],
      "stra_resnet50 has no option 'atention_implementation'. Did you mean \"attention_implementation\"?"),

@@ -22,14 +22,15 @@ def test_reid_heads_keep_top_level_names():
 
 
 def test_face_head_with_margin_classifier():
-    model = create_model("stra_resnet50", num_classes=5, head="face", classifier="margin", embedding_dim=64,
-                         head_dropout=0.5, **TINY)
+    # The face head is the face family's (FaceResNet); ResNetBase has no head="face" any more.
+    model = create_model("stra_resnet50_face", num_classes=5, classifier="margin", embedding_dim=64,
+                         head_dropout=0.5, input_size=(32, 32), **TINY)
     images = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
     variables = model.init(jax.random.key(0), images, train=False)
     params = variables["params"]
     assert params["classifier"]["kernel"].shape == (64, 5) and "logits" not in model.apply(variables, images,
                                                                                           train=False)
-    # BN on the (B, 2, 2, 256) map (32 / 16, last stride 1) -> flatten -> Dense(64) -> BN.
+    # BN on the (B, 2, 2, 256) map (32 / 16: stride 2 in every stage) -> flatten -> Dense(64) -> BN.
     assert params["face_fc"]["kernel"].shape == (2 * 2 * 256, 64)
     out = model.apply(variables, images, train=False)
     assert out["embedding"].shape == (4, 64) and out["class_weights"].shape == (64, 5)
@@ -47,9 +48,9 @@ def test_face_head_with_margin_classifier():
 
 
 def test_bad_head_options_are_named():
-    with pytest.raises(ValueError, match=r"head='arc': expected one of \['face', 'reid'\]"):
-        create_model("stra_resnet50", head="arc", **TINY)
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['head'\] for the ResNet family"):
+        create_model("stra_resnet50", head="arc", **TINY)  # one head per family: no head option
     with pytest.raises(ValueError, match=r"classifier='cos': expected one of \('linear', 'margin'\)"):
         create_model("stra_resnet50", classifier="cos", **TINY)
-    with pytest.raises(ValueError, match="head='face' needs an embedding_dim"):
-        create_model("resnet50", head="face", **TINY)
+    with pytest.raises(ValueError, match=r"embedding_dim=None: expected a positive integer \(the FC's width\)"):
+        create_model("resnet50_face", embedding_dim=None, **TINY)

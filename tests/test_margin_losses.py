@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stra_jax.margin_losses import (MARGIN_LOSSES, check_margin_settings, margin_cross_entropy, margin_logits,
-                                    margin_objective, sharded_margin_cross_entropy)
+from stra_jax.losses import (MARGIN_LOSSES, check_margin_settings, margin_cross_entropy, margin_logits,
+                             margin_objective, sharded_margin_cross_entropy)
 from tests.helpers import run_multidevice
 
 RNG = np.random.default_rng
@@ -268,7 +268,7 @@ import re
 import jax, jax.numpy as jnp, numpy as np, optax
 import flax.linen as nn
 from jax.sharding import NamedSharding, PartitionSpec as P
-from stra_jax.margin_losses import margin_objective, sharded_margin_cross_entropy, margin_cross_entropy
+from stra_jax.losses import margin_objective, sharded_margin_cross_entropy, margin_cross_entropy
 from stra_jax.sharding import make_mesh
 
 assert jax.device_count() == 8

@@ -21,7 +21,7 @@ from stra_jax import total_diversity_loss  # noqa: E402
 from stra_jax.convert import from_torch_state_dict  # noqa: E402
 from stra_jax.convert.mobilenetv2 import torch_name  # noqa: E402
 from stra_jax.models import abstract_variables, create_model, frozen_param_mask  # noqa: E402
-from stra_jax.models.summary import count_params  # noqa: E402
+from stra_jax.models.complexity import count_params  # noqa: E402
 from tests.torch_reference import randomize_bn_stats  # noqa: E402
 
 # Narrow networks: two blocks in rows 1 and 5 (so that residual blocks, and a

@@ -23,7 +23,7 @@ nn = torch.nn
 from stra_jax.convert import from_torch_state_dict  # noqa: E402
 from stra_jax.layers.nonlocal_block import NonLocalBlock  # noqa: E402
 from stra_jax.models import abstract_variables, create_model, frozen_param_mask, init_variables  # noqa: E402
-from stra_jax.models.summary import count_params  # noqa: E402
+from stra_jax.models.complexity import count_params  # noqa: E402
 from tests import torch_reference as tr  # noqa: E402
 from tests.helpers import randomize_variables  # noqa: E402
 

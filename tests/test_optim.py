@@ -10,7 +10,8 @@ import optax
 import pytest
 import torch
 
-from stra_jax.training.optim import freeze_until, make_optimizer, step_decay_schedule
+from stra_jax.training.optim import freeze_until, make_optimizer
+from stra_jax.training.schedules import step_decay_schedule
 
 WD = 5e-4
 SHAPES = {

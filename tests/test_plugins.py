@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from stra_jax.evaluation.evaluators import build_evaluators, register_evaluator
+from stra_jax.evaluation.evaluators import Evaluator, build_evaluators, register_evaluator
 from stra_jax.losses import cross_entropy
 from stra_jax.models import create_model, frozen_param_mask, init_variables, list_models, register_model
 from stra_jax.models.heads import ReIDHead
@@ -84,7 +84,7 @@ class ToyTask(Task):
         return {"toy_test": self.test}
 
 
-class ToyAccuracy:
+class ToyAccuracy(Evaluator):
     """Nearest-class-mean accuracy of the embeddings on the task's test set."""
 
     def __init__(self, name: str, settings: dict, context: Mapping[str, Any]):
@@ -120,8 +120,9 @@ def _toy_config(epochs: int = 1) -> ml_collections.ConfigDict:
         task="toy", seed=0, init_from="",
         model=dict(name="toy_net", kwargs=dict(width=8)),
         evals=dict(toy=dict(type="toy_accuracy")),
-        train=dict(epochs=epochs, batch_size=16, accum_steps=1, optimizer="adam", lr=3e-3, b1=0.9, b2=0.999,
-                   weight_decay=0.0, lr_decay_every=10, lr_gamma=0.1, frozen_epochs=1, frozen_groups=("stem",),
+        train=dict(epochs=epochs, batch_size=16, accum_steps=1, optimizer=dict(name="adam", b1=0.9, b2=0.999),
+                   lr=3e-3, weight_decay=0.0, schedule=dict(name="step", decay_every=10, gamma=0.1),
+                   frozen_epochs=1, frozen_groups=("stem",),
                    log_every=2, eval_every_epochs=1, checkpoint_every_epochs=1, checkpoint_every_steps=0,
                    keep_checkpoints=2, best_metric="toy/accuracy"),
     ))

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from stra_jax.evaluation.evaluators import Evaluator
 from stra_jax.data.reid.common import Record, ReIDDataset
 from stra_jax.evaluation.rank_figure import draw_rank_list, load_image, with_border
 from stra_jax.evaluation.rank_lists import (average_precision_per_query, rank_gallery, rank_gallery_with_ap,
@@ -184,8 +185,14 @@ def test_eval_run_visualize_ranks_writes_pngs_and_index(tiny, tmp_path, monkeypa
         assert all(r["match"] == (r["pid"] == q["pid"]) for r in q["ranked"])
     assert sorted(p.name for p in out.iterdir()) == sorted([q["png"] for q in index["queries"]] + ["ranks.json"])
 
-    class NotReID:
+    class NotReID(Evaluator):
         name = "face"
+
+        def run(self, model, variables, mesh=None):
+            return {}
+
+        def table(self, metrics):
+            return ""
 
     evaluator = NotReID()
     with pytest.raises(ValueError, match="--visualize-ranks needs a ReID evaluator"):

@@ -8,7 +8,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from stra_jax.data.pipeline import Augment, check_images, eval_dataset, train_dataset
+from stra_jax.data.reid.pipeline import Augment, check_images, eval_dataset, train_dataset
 from stra_jax.data.reid import read_cuhk03, read_dataset, read_dukemtmc, read_market1501, read_msmt17
 from stra_jax.data.reid.common import Record
 

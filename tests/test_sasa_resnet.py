@@ -21,7 +21,7 @@ from torch.nn import functional as F  # noqa: E402
 from stra_jax.convert import from_torch_state_dict  # noqa: E402
 from stra_jax.layers.sasa import SASA  # noqa: E402
 from stra_jax.models import abstract_variables, create_model, frozen_param_mask  # noqa: E402
-from stra_jax.models.summary import count_params  # noqa: E402
+from stra_jax.models.complexity import count_params  # noqa: E402
 from tests import torch_reference as tr  # noqa: E402
 
 NUM_IDS = 11

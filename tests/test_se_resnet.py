@@ -23,7 +23,7 @@ from stra_jax.convert.layouts import default_to_flax  # noqa: E402
 from stra_jax.layers.se import SqueezeExcitation  # noqa: E402
 from stra_jax.models import abstract_variables, create_model, frozen_param_mask  # noqa: E402
 from stra_jax.models.se_resnet import max_pool_ceil  # noqa: E402
-from stra_jax.models.summary import count_params  # noqa: E402
+from stra_jax.models.complexity import count_params  # noqa: E402
 from tests.torch_reference import randomize_bn_stats  # noqa: E402
 
 NARROW = dict(width=8, stage_sizes=(1, 1, 1, 2), se_reduction=4)

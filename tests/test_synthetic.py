@@ -1,4 +1,4 @@
-"""Synthetic Market-1501-style data (stra_jax.data.synthetic): layout, file names,
+"""Synthetic Market-1501-style data (stra_jax.data.reid.synthetic): layout, file names,
 determinism, atomic writes, and that identity lives in the spatial part layout."""
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stra_jax.data import synthetic
-from stra_jax.data.synthetic import SyntheticSpec, generate_market_layout
+from stra_jax.data.reid import synthetic
+from stra_jax.data.reid.synthetic import SyntheticSpec, generate_market_layout
 
 NAME = re.compile(r"^(-1|\d{4})_c(\d)s(\d)_(\d{6})_(\d{2})\.jpg$")
 FOLDERS = ("bounding_box_train", "query", "bounding_box_test")

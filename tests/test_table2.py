@@ -10,7 +10,8 @@ from PIL import Image
 
 from configs.common import NETWORKS
 from stra_jax.models import abstract_variables, create_model
-from stra_jax.models.summary import complexity_table, main as summary_main
+from stra_jax.models.complexity import complexity_table
+from stra_jax.tools.summary import main as summary_main
 
 
 @pytest.mark.parametrize("variant", sorted(NETWORKS))

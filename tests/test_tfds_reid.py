@@ -15,9 +15,9 @@ import pytest
 import tensorflow_datasets as tfds
 import tensorflow as tf
 
-from stra_jax.data.pipeline import Augment, eval_dataset, train_dataset
+from stra_jax.data.reid.pipeline import Augment, eval_dataset, train_dataset
 from stra_jax.data.reid import read_dataset
-from stra_jax.data.synthetic import SyntheticSpec, generate_market_layout
+from stra_jax.data.reid.synthetic import SyntheticSpec, generate_market_layout
 from stra_jax.data.tfds import build_reid_tfds, load_reid_tfds
 from stra_jax.evaluation.evaluators import scalars
 from stra_jax.evaluation.reid_retrieval import ReIDRetrieval

@@ -17,7 +17,8 @@ from stra_jax.models import create_model, frozen_param_mask, init_variables
 from stra_jax.training import checkpoint
 from stra_jax.training.loop import NonFiniteLoss, _flush
 from stra_jax.sharding import host_batch_to_global, make_mesh, replicated
-from stra_jax.training.optim import make_optimizer, step_decay_schedule
+from stra_jax.training.optim import make_optimizer
+from stra_jax.training.schedules import step_decay_schedule
 from stra_jax.training.state import TrainState
 from stra_jax.training.step import make_train_step
 from stra_jax.losses import identity_objective
@@ -214,7 +215,7 @@ def test_non_finite_loss_stops_the_run_keeping_the_last_good_checkpoint(tmp_path
 def test_manager_keeps_the_last_n_and_the_best_by_map(tmp_path):
     tx = make_optimizer("sgd", step_decay_schedule(0.1, 1, decay_every_epochs=1, gamma=1.0), weight_decay=0.0)
     state = TrainState.create({"params": {"w": jnp.ones(3)}, "batch_stats": {}}, tx)
-    manager = checkpoint.make_manager(tmp_path, keep_last=2)
+    manager = checkpoint.make_manager(tmp_path, keep_last=2, best_metric="reid/mAP")
     for step, m_ap in zip(range(1, 6), (0.5, 0.9, 0.3, 0.4, 0.2)):
         state = state.replace(step=jnp.asarray(step, jnp.int32))
         checkpoint.save(manager, state, {"arch": "x", "model_kwargs": {}}, metrics={"mAP": m_ap})

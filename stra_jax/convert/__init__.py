@@ -12,8 +12,8 @@ CLI: ``python -m stra_jax.convert SRC.pth OUT_DIR --arch NAME`` (``__main__.py``
 from stra_jax.convert import mobilenetv2, resnet, se_resnet  # noqa: F401  (register the layouts)
 from stra_jax.convert.core import (LoadReport, from_torch_state_dict, load_state_dict, normalise_state_dict,
                                    read_state_dict)
-from stra_jax.convert.layouts import Layout, layout_for, register_layout
+from stra_jax.convert.layouts import LAYOUTS, Layout, layout_for, register_layout
 from stra_jax.convert.resnet import torch_name
 
-__all__ = ["Layout", "LoadReport", "from_torch_state_dict", "layout_for", "load_state_dict", "normalise_state_dict",
+__all__ = ["LAYOUTS", "Layout", "LoadReport", "from_torch_state_dict", "layout_for", "load_state_dict", "normalise_state_dict",
            "read_state_dict", "register_layout", "torch_name"]

@@ -13,6 +13,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from stra_jax.registry import Registry
+
 LEAF_NAMES = {"kernel": "weight", "bias": "bias", "scale": "weight", "mean": "running_mean", "var": "running_var"}
 
 
@@ -64,19 +66,27 @@ def flax_to_torch_shape(leaf: str, flax_shape: tuple) -> tuple:
     return tuple(flax_shape)
 
 
-_LAYOUTS: dict[type, Layout] = {}
+#: family -> its layout, keyed by the family class's ``module.QualName`` (a class
+#: is not a name; :func:`layout_for` walks a model's MRO through these keys).
+LAYOUTS: Registry[Layout] = Registry("PyTorch layout")
+
+
+def family_key(family: type) -> str:
+    """The ``LAYOUTS`` key of a family class: ``stra_jax.models.resnet.ResNetBase``."""
+    return f"{family.__module__}.{family.__qualname__}"
 
 
 def register_layout(family: type, layout: Layout) -> None:
-    """Use ``layout`` for ``family`` and its subclasses (unless they register their own)."""
-    _LAYOUTS[family] = layout
+    """Use ``layout`` for ``family`` and its subclasses (unless they register their
+    own); registering a family again replaces its layout."""
+    LAYOUTS.register(family_key(family), layout, overwrite=True)
 
 
 def layout_for(model: Any) -> Layout:
     """The layout of ``model``'s family; fails naming the family and the supported ones."""
     for cls in type(model).__mro__:
-        if cls in _LAYOUTS:
-            return _LAYOUTS[cls]
-    known = ", ".join(sorted(f"{c.__name__} ({layout.description})" for c, layout in _LAYOUTS.items()))
+        if family_key(cls) in LAYOUTS:
+            return LAYOUTS.get(family_key(cls))
+    known = ", ".join(sorted(f"{key.rpartition('.')[2]} ({LAYOUTS.get(key).description})" for key in LAYOUTS))
     raise ValueError(f"the {type(model).__name__} family has no PyTorch layout in stra_jax.convert; "
                      f"known: {known}. Add one with register_layout (see CONTRIBUTING.md)")

@@ -1,9 +1,11 @@
 """Decode every image once before training: a bad file is named up front, not by
 a TensorFlow ``jpeg::Uncompress failed`` after an epoch of training.
 
-Decoding runs on a thread pool (Pillow releases the GIL while decoding); files
-already found good are remembered in a cache file by (size, mtime), so a rerun
-on the same data does not pay again.
+Decoding runs on a thread pool (Pillow releases the GIL while decoding); what
+was found good is remembered in a cache file, so a rerun on the same data does
+not pay again: :func:`check_images` (image files, ReID) remembers each file by
+(size, mtime), :func:`check_train_set` (a face training set: records of encoded
+images) the whole set by its files' (size, mtime) or its build's stamp.
 """
 from __future__ import annotations
 
@@ -11,12 +13,32 @@ import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Mapping, Sequence, TypeVar
+from typing import Any, Mapping, Protocol, Sequence, TypeVar
 
 from stra_jax.utils import as_path, is_remote, write_json_atomic
 
 R = TypeVar("R")  # a record with a ``path`` attribute
 _CACHE_VERSION = 1
+_CHECK_CHUNK = 4096  # records of a training set read into memory at a time by check_train_set
+
+
+class EncodedTrainSet(Protocol):
+    """What :func:`check_train_set` reads (``stra_jax.data.face.dataset.FaceTrainSet``):
+    ``len``, ``read(i) -> (encoded image, label)``, ``describe(i)`` and
+    ``source``; optionally ``paths`` (its image files) or ``stamp()``."""
+
+    source: str
+
+    def __len__(self) -> int: ...
+
+    def read(self, index: int) -> tuple[bytes, int]: ...
+
+    def describe(self, index: int) -> str: ...
+
+
+def _decoder_pool(workers: int | None = None) -> ThreadPoolExecutor:
+    # Decoding is I/O and Pillow C code without the GIL: more threads than cores pay.
+    return ThreadPoolExecutor(max_workers=workers or min(32, 4 * (os.cpu_count() or 1)))
 
 
 def decode_error(path: str | bytes) -> str | None:
@@ -75,8 +97,7 @@ def check_images(records: Sequence[R], skip_corrupt: bool = False, *, cache: str
     todo = sorted({p for p, st in zip(paths, stats) if st is None or known.get(p) != st})
     errors: dict[str, str] = {}
     if todo:
-        workers = workers or min(32, 4 * (os.cpu_count() or 1))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        with _decoder_pool(workers) as pool:
             for path, error in zip(todo, pool.map(decode_error, todo)):
                 if error is not None:
                     errors[path] = error
@@ -101,3 +122,46 @@ def first_bad_image(paths: Sequence[str], images: Mapping[str, bytes] | None = N
         if error is not None:
             return path, error
     return None
+
+
+def train_set_stamp(train: EncodedTrainSet) -> dict[str, Any]:
+    """What identifies a training set's contents for :func:`check_train_set`'s
+    cache: its build's ``stamp()`` (the TFDS source), else the (size, mtime)
+    of its image files, or of its ``.rec`` and ``.idx``."""
+    if hasattr(train, "stamp"):
+        return train.stamp()
+    source = str(train.source)
+    paths = getattr(train, "paths", None) or [source, str(os.path.splitext(source)[0] + ".idx")]
+    stats = []
+    for p in paths:
+        st = os.stat(p)
+        stats.append([p, st.st_size, st.st_mtime_ns])
+    return {"version": 1, "files": stats}
+
+
+def check_train_set(train: EncodedTrainSet, cache: str | Path | None = None) -> str:
+    """Decode every image of ``train`` once (a thread pool); a bad one raises
+    ValueError naming its record. ``cache``: a JSON file (local or ``gs://``)
+    remembering a set found good by :func:`train_set_stamp`, so that an
+    unchanged set is not decoded again. Returns a note for the log."""
+    stamp = train_set_stamp(train)
+    cache = as_path(cache) if cache is not None else None
+    if cache is not None and cache.is_file():
+        try:
+            if json.loads(cache.read_text()) == stamp:
+                return f"training images checked before ({len(train)}, cached)"
+        except (OSError, ValueError):
+            pass  # a damaged cache only costs a re-check
+    with _decoder_pool() as pool:
+        # Read in order, decode in parallel, a chunk at a time: pool.map takes its
+        # whole input at once, and a whole face set does not fit in memory.
+        for start in range(0, len(train), _CHECK_CHUNK):
+            indices = range(start, min(start + _CHECK_CHUNK, len(train)))
+            encoded = [train.read(i)[0] for i in indices]
+            for index, error in zip(indices, pool.map(decode_error, encoded)):
+                if error is not None:
+                    raise ValueError(f"{train.describe(index)}: corrupt or undecodable image ({error}); fix "
+                                     "the set, or set dataset.check_images=False to find it during training")
+    if cache is not None:
+        write_json_atomic(cache, stamp)
+    return f"checked {len(train)} training images"

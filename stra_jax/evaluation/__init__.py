@@ -1,8 +1,10 @@
 """Evaluation: ReID distances, CMC / mAP / mINP (Market-1501 protocol), k-reciprocal
 re-ranking, and the evaluators built from ``config.evals`` (``evaluators.py``)."""
-from stra_jax.evaluation.evaluators import build_evaluators, list_evaluators, register_evaluator, run_evaluators
-from stra_jax.evaluation.reid import ReIDResult, compute_distance, evaluate, evaluate_rank
+from stra_jax.evaluation.evaluators import (EVALUATORS, Evaluator, build_evaluators, list_evaluators,
+                                           register_evaluator, run_evaluators)
+from stra_jax.evaluation.distances import compute_distance
+from stra_jax.evaluation.reid import ReIDResult, evaluate, evaluate_rank
 from stra_jax.evaluation.rerank import re_ranking
 
-__all__ = ["ReIDResult", "build_evaluators", "compute_distance", "evaluate", "evaluate_rank", "list_evaluators",
+__all__ = ["EVALUATORS", "Evaluator", "ReIDResult", "build_evaluators", "compute_distance", "evaluate", "evaluate_rank", "list_evaluators",
            "re_ranking", "register_evaluator", "run_evaluators"]

@@ -13,56 +13,77 @@ run never collide.
 Register your own (from any module)::
 
     register_evaluator("my_eval", MyEvaluator)            # or "package.module:MyEvaluator"
+    # equivalently: @EVALUATORS.register("my_eval") on the class
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any, Callable, Mapping, Protocol
+import abc
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Mapping
 
 import jax
 
+from stra_jax.registry import Registry
 
-class Evaluator(Protocol):
-    """What the loop and ``eval.py`` call. ``check`` runs before training (cheap
-    validation, e.g. the batch size against the mesh); ``run`` returns metrics
-    (floats, plus JSON-friendly extras such as a CMC curve); ``table`` formats
-    them for people."""
+
+class Evaluator(abc.ABC):
+    """Base class of what the loop and ``eval.py`` call; every registered
+    evaluator subclasses it.
+
+    * ``check(mesh)`` runs before training (cheap validation, e.g. the batch
+      size against the mesh);
+    * ``run`` returns metrics (floats, plus JSON-friendly extras such as a CMC
+      curve); ``table`` formats them for people;
+    * pictures and files beside the metrics (``eval.py``): the evaluator names
+      the ``eval.py`` options it understands in ``artifact_options``;
+      ``prepare_artifacts(options)`` is called before ``run`` and
+      ``write_artifacts(metrics, out_dir, ...)`` after it. The tools call these
+      on every evaluator and know none of them by type.
+    """
 
     name: str
+    #: ``eval.py`` options (e.g. ``visualize_ranks``) this evaluator's artifacts use.
+    artifact_options: ClassVar[tuple[str, ...]] = ()
 
-    def check(self, mesh: jax.sharding.Mesh) -> None: ...
+    def check(self, mesh: jax.sharding.Mesh) -> None:
+        """Validate the settings against the mesh before anything runs."""
 
-    def run(self, model: Any, variables: dict[str, Any], mesh: jax.sharding.Mesh | None = None) -> dict[str, Any]: ...
+    @abc.abstractmethod
+    def run(self, model: Any, variables: dict[str, Any], mesh: jax.sharding.Mesh | None = None) -> dict[str, Any]:
+        """The metrics of ``model`` with ``variables``."""
 
-    def table(self, metrics: Mapping[str, Any]) -> str: ...
+    @abc.abstractmethod
+    def table(self, metrics: Mapping[str, Any]) -> str:
+        """``metrics`` (this evaluator's, without its prefix) as a table for people."""
+
+    def prepare_artifacts(self, options: Mapping[str, Any]) -> None:
+        """Called before :meth:`run` when artifacts will be written (e.g. keep
+        the features that ``run`` extracts for pictures drawn afterwards)."""
+
+    def write_artifacts(self, metrics: Mapping[str, Any], out_dir: str | Path, *, model: Any = None,
+                        variables: dict[str, Any] | None = None,
+                        options: Mapping[str, Any] | None = None) -> list[Path]:
+        """Pictures or files of the last :meth:`run` in ``out_dir``; the written paths."""
+        return []
 
 
 Factory = Callable[[str, dict[str, Any], Mapping[str, Any]], Evaluator]
 
-# type -> factory, or "module:attribute" imported on first use (no heavy imports here).
-_EVALUATORS: dict[str, Factory | str] = {
-    "reid_retrieval": "stra_jax.evaluation.reid_retrieval:ReIDRetrieval",
-    "face_verification": "stra_jax.evaluation.face_verification:FaceVerification",
-}
+#: type -> factory. Lazy "module:attribute" entries: no heavy imports until a
+#: config names the type.
+EVALUATORS: Registry[Factory] = Registry("evaluator")
+EVALUATORS.register("reid_retrieval", "stra_jax.evaluation.reid_retrieval:ReIDRetrieval")
+EVALUATORS.register("face_verification", "stra_jax.evaluation.face_verification:FaceVerification")
 
 
 def register_evaluator(type_name: str, factory: Factory | str, *, overwrite: bool = False) -> None:
-    """Make ``type=type_name`` usable in ``config.evals``."""
-    if type_name in _EVALUATORS and not overwrite:
-        raise ValueError(f"evaluator type {type_name!r} is already registered (pass overwrite=True to replace it)")
-    _EVALUATORS[type_name] = factory
+    """Make ``type=type_name`` usable in ``config.evals`` (a factory or "module:attribute")."""
+    EVALUATORS.register(type_name, factory, overwrite=overwrite)
 
 
 def list_evaluators() -> list[str]:
-    return sorted(_EVALUATORS)
-
-
-def _factory(type_name: str) -> Factory:
-    factory = _EVALUATORS[type_name]
-    if isinstance(factory, str):
-        module, attr = factory.split(":")
-        factory = getattr(importlib.import_module(module), attr)
-    return factory
+    """The registered evaluator types, sorted."""
+    return EVALUATORS.names()
 
 
 def build_evaluators(evals: Mapping[str, Any] | None, context: Mapping[str, Any]) -> list[Evaluator]:
@@ -71,10 +92,12 @@ def build_evaluators(evals: Mapping[str, Any] | None, context: Mapping[str, Any]
     for name in sorted(evals or {}):
         settings = dict(evals[name])
         type_name = settings.pop("type", None)
-        if type_name not in _EVALUATORS:
-            raise ValueError(f"config.evals.{name}.type={type_name!r}: unknown evaluator; "
-                             f"known evaluators: {list_evaluators()}")
-        built.append(_factory(type_name)(name, settings, context))
+        factory = EVALUATORS.get(type_name, key=f"config.evals.{name}.type")
+        evaluator = factory(name, settings, context)
+        if not isinstance(evaluator, Evaluator):
+            raise TypeError(f"config.evals.{name}: the {type_name!r} factory returned a "
+                            f"{type(evaluator).__name__}, not a stra_jax.evaluation.Evaluator subclass")
+        built.append(evaluator)
     return built
 
 

@@ -21,8 +21,9 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
-from stra_jax.evaluation.evaluators import check_settings
+from stra_jax.evaluation.evaluators import Evaluator, check_settings
 from stra_jax.evaluation.face import evaluate
+from stra_jax.evaluation.features import forward_with_flip
 from stra_jax.sharding import batch_sharding, check_batch_divisible, gather_to_host, make_mesh, replicated
 from stra_jax.utils import as_path
 
@@ -56,9 +57,8 @@ def embed_images(model: Any, variables: dict[str, Any], batches, *, count: int, 
 
     @jax.jit
     def forward(v, images):
-        out = model.apply(v, images, train=False)["embedding"]
-        mirrored = model.apply(v, images[:, :, ::-1], train=False)["embedding"] if flip else out
-        return out, mirrored
+        out, mirrored = forward_with_flip(model, v, images, output="embedding", flip=flip)
+        return out, out if mirrored is None else mirrored  # without flip the second is ignored
 
     plain, mirrored = [], []
     for batch in batches:
@@ -88,7 +88,7 @@ def without_classifier(model: Any, variables: dict[str, Any]) -> tuple[Any, dict
     return bare, {c: prune(variables.get(c, {}), keep.get(c, {})) for c in ("params", "batch_stats")}
 
 
-class FaceVerification:
+class FaceVerification(Evaluator):
     """insightface's verification protocol on the task's ``.bin`` pair sets."""
 
     def __init__(self, name: str, settings: dict[str, Any], context: Mapping[str, Any]) -> None:
@@ -167,7 +167,9 @@ class FaceVerification:
             lines.append(f"{'mean':<18}{'':>7}{100 * metrics['mean_accuracy']:>11.2f}")
         return "\n".join(lines)
 
-    def write_artifacts(self, metrics: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
+    def write_artifacts(self, metrics: Mapping[str, Any], out_dir: str | Path, *, model: Any = None,
+                        variables: dict[str, Any] | None = None,
+                        options: Mapping[str, Any] | None = None) -> list[Path]:
         """One ROC curve PNG per set (``<out_dir>/roc_<set>.png``); returns the paths."""
         import matplotlib
 

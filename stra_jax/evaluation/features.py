@@ -1,4 +1,5 @@
-"""Feature extraction: a jitted forward pass with the batch sharded over the mesh."""
+"""Feature extraction: a jitted forward pass with the batch sharded over the mesh,
+and the flip (mirror image) forward pass every evaluator shares."""
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
@@ -7,8 +8,18 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from stra_jax.data.pipeline import eval_dataset, numpy_batches
 from stra_jax.sharding import batch_sharding, check_batch_divisible, make_mesh, replicated
+
+
+def forward_with_flip(model: Any, variables: dict[str, Any], images: jax.Array, *, output: str = "embedding",
+                      flip: bool = False) -> tuple[jax.Array, jax.Array | None]:
+    """``(out (N, D), out of the mirror images (N, D) or None)``: model output
+    ``output`` of ``images`` (N, H, W, 3) NHWC and, with ``flip``, of the same
+    images mirrored left-right (W reversed). Traced inside the caller's jit;
+    how the two are fused (mean, sum, concat) is the evaluator's choice."""
+    out = model.apply(variables, images, train=False)[output]
+    mirrored = model.apply(variables, images[:, :, ::-1], train=False)[output] if flip else None
+    return out, mirrored
 
 
 def extract_features(
@@ -31,6 +42,8 @@ def extract_features(
     ``batch_size`` (global) must divide evenly over the mesh's devices. With
     several processes each one decodes only its slice of every batch.
     """
+    from stra_jax.data.reid.pipeline import eval_dataset, numpy_batches  # TensorFlow: only when extracting
+
     mesh = make_mesh(jax.local_devices()) if mesh is None else mesh
     check_batch_divisible(batch_size, mesh)
     in_sharding = batch_sharding(mesh)
@@ -42,10 +55,8 @@ def extract_features(
 
     @jax.jit
     def forward(v, images):
-        feats = model.apply(v, images, train=False)[output]
-        if flip:
-            feats = (feats + model.apply(v, images[:, :, ::-1], train=False)[output]) / 2
-        return feats
+        feats, mirrored = forward_with_flip(model, v, images, output=output, flip=flip)
+        return feats if mirrored is None else (feats + mirrored) / 2
 
     # Host p reads rows p*local .. (p+1)*local of each padded global batch.
     padded = -(-len(paths) // batch_size) * batch_size

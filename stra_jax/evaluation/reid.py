@@ -24,19 +24,21 @@ the chunk's private copy (4 bytes/element for float32 input, 8 for float64)
 plus small per-positive arrays, and for tie rows an exact pass of ~26
 bytes/element over at most a quarter chunk: 40-70 MB whatever the problem size
 (MSMT17: 102 queries per chunk; tracemalloc peak measured at ~42 MB).
+
+Ranked lists (:func:`rank_gallery_with_ap`, torchreid's ``visrank``) need the
+order itself: the same junk removal and per-query AP, with the exact stable
+ordering of every row.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from stra_jax.evaluation.rerank import re_ranking
+from stra_jax.evaluation.distances import Metric, retrieval_distances
 
-Metric = Literal["euclidean", "sqeuclidean", "cosine"]
-_METRICS = ("euclidean", "sqeuclidean", "cosine")
 _CHUNK_ELEMENTS = 1 << 23  # elements of distmat handled per chunk (see module docstring)
 
 
@@ -93,7 +95,9 @@ def _labels(name: str, values: ArrayLike, expected: int, what: str) -> np.ndarra
     return arr
 
 
-def _check_distmat(distmat: ArrayLike) -> np.ndarray:
+def _check_inputs(distmat: ArrayLike, q_pids: ArrayLike, g_pids: ArrayLike, q_camids: ArrayLike,
+                  g_camids: ArrayLike) -> tuple[np.ndarray, ...]:
+    """``(dist (Q, G), q_pids (Q,), g_pids (G,), q_camids (Q,), g_camids (G,))`` as arrays, checked."""
     dist = np.asarray(distmat)
     if dist.ndim != 2:
         raise ValueError(f"distmat must be 2-D (num_query, num_gallery), got shape {dist.shape}")
@@ -101,7 +105,23 @@ def _check_distmat(distmat: ArrayLike) -> np.ndarray:
         raise ValueError(f"distmat has shape {dist.shape}: expected at least one query and one gallery item")
     if not (np.issubdtype(dist.dtype, np.floating) or np.issubdtype(dist.dtype, np.integer)):
         raise ValueError(f"distmat has dtype {dist.dtype}, expected real (floating or integer) distances")
-    return dist
+    n_q, n_g = dist.shape
+    what = "distmat.shape[{}] (distmat has shape %s)" % (dist.shape,)
+    q_pids, q_camids = (_labels(k, v, n_q, what.format(0)) for k, v in (("q_pids", q_pids), ("q_camids", q_camids)))
+    g_pids, g_camids = (_labels(k, v, n_g, what.format(1)) for k, v in (("g_pids", g_pids), ("g_camids", g_camids)))
+    return dist, q_pids, g_pids, q_camids, g_camids
+
+
+def _private_copy(block: np.ndarray, work: np.dtype, row0: int) -> np.ndarray:
+    """A copy of the rows ``block`` (starting at query ``row0``) in ``work``
+    precision, to overwrite and sort; non-finite distances are refused (junk is
+    sorted last as +inf, so an inf distance would be confused with it)."""
+    buf = np.array(block, dtype=work)
+    if not np.isfinite(buf).all():
+        r, c = np.argwhere(~np.isfinite(buf))[0]
+        raise ValueError(f"distmat contains non-finite values (first at [{row0 + r}, {c}] = {buf[r, c]}); "
+                         "expected finite distances")
+    return buf
 
 
 # ----------------------------------------------------------------------------- ranking core
@@ -154,15 +174,41 @@ def _stable_order(block: np.ndarray) -> np.ndarray:
     return keys
 
 
-def _exact_ranks(sub: np.ndarray, rows: np.ndarray, cols: np.ndarray, junk: np.ndarray,
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Ranks of positives via a full stable ordering of the rows of ``sub`` (private copy; modified)."""
+def _stable_ranking(sub: np.ndarray, rows: np.ndarray, cols: np.ndarray, junk: np.ndarray,
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """The exact ranking of the rows of ``sub`` (B, G) (a private copy; modified):
+    ``(order (B, G), hit (B, G))``, order = ascending distance, ties by index,
+    junk last; hit = the item at that place is a positive. ``(rows, cols)``:
+    the same-pid pairs, ``junk``: which of them share the query's camera."""
     sub[rows[junk], cols[junk]] = np.inf  # junk sorts after every kept (finite) item
     pos = np.zeros(sub.shape, dtype=bool)
     pos[rows[~junk], cols[~junk]] = True
-    hit = np.take_along_axis(pos, _stable_order(sub), axis=1)
-    out_rows, idx = np.nonzero(hit)  # row-major: ranks ascending within each row
+    order = _stable_order(sub)
+    return order, np.take_along_axis(pos, order, axis=1)
+
+
+def _exact_ranks(sub: np.ndarray, rows: np.ndarray, cols: np.ndarray, junk: np.ndarray,
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Ranks of positives via a full stable ordering of the rows of ``sub`` (private copy; modified)."""
+    out_rows, idx = np.nonzero(_stable_ranking(sub, rows, cols, junk)[1])  # row-major: ranks ascending per row
     return out_rows, idx + 1
+
+
+def _query_scores(rows: np.ndarray, ranks: np.ndarray, n_rows: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per query of a chunk, from every positive's (row, 1-based rank), sorted
+    by (row, rank): ``(valid (B,), AP (B,), INP (B,), first-hit rank (B,))``;
+    AP and INP are NaN and the rank 0 for a query without a positive."""
+    n_pos = np.bincount(rows, minlength=n_rows)
+    valid = n_pos > 0
+    start = np.cumsum(n_pos) - n_pos
+    k = np.arange(len(rows)) - start[rows] + 1  # 1-based index of the positive within its query
+    ap_sum = np.bincount(rows, weights=k / ranks, minlength=n_rows)
+    ap, inp, first = np.full(n_rows, np.nan), np.full(n_rows, np.nan), np.zeros(n_rows, np.int64)
+    ap[valid] = ap_sum[valid] / n_pos[valid]
+    inp[valid] = n_pos[valid] / ranks[(start + n_pos - 1)[valid]]
+    first[valid] = ranks[start[valid]]
+    return valid, ap, inp, first
 
 
 def _chunk_ranks(block: np.ndarray, q_pids: np.ndarray, q_camids: np.ndarray, g_camids: np.ndarray,
@@ -170,11 +216,7 @@ def _chunk_ranks(block: np.ndarray, q_pids: np.ndarray, q_camids: np.ndarray, g_
                  ) -> tuple[np.ndarray, np.ndarray]:
     """For the chunk ``block`` (B, G): (row, 1-based rank among kept items) of every positive, sorted by (row, rank)."""
     n_rows, n_cols = block.shape
-    buf = np.array(block, dtype=work)  # private copy: junk is overwritten, then sorted in place
-    if not np.isfinite(buf).all():
-        r, c = np.argwhere(~np.isfinite(buf))[0]
-        raise ValueError(f"distmat contains non-finite values (first at [{row0 + r}, {c}] = {buf[r, c]}); "
-                         "expected finite distances")
+    buf = _private_copy(block, work, row0)  # junk is overwritten, then sorted in place
     rows, cols = _same_pid_pairs(q_pids, g_index)
     junk = g_camids[cols] == q_camids[rows]
     buf[rows[junk], cols[junk]] = np.inf  # sorts after every kept item, so it never counts in a rank
@@ -218,11 +260,8 @@ def _chunk_ranks(block: np.ndarray, q_pids: np.ndarray, q_camids: np.ndarray, g_
 def _evaluate_rank(distmat: ArrayLike, q_pids: ArrayLike, g_pids: ArrayLike, q_camids: ArrayLike,
                    g_camids: ArrayLike, max_rank: int, chunk_size: int | None,
                    ) -> tuple[np.ndarray, float, float, int]:
-    dist = _check_distmat(distmat)
+    dist, q_pids, g_pids, q_camids, g_camids = _check_inputs(distmat, q_pids, g_pids, q_camids, g_camids)
     n_q, n_g = dist.shape
-    what = "distmat.shape[{}] (distmat has shape %s)" % (dist.shape,)
-    q_pids, q_camids = (_labels(k, v, n_q, what.format(0)) for k, v in (("q_pids", q_pids), ("q_camids", q_camids)))
-    g_pids, g_camids = (_labels(k, v, n_g, what.format(1)) for k, v in (("g_pids", g_pids), ("g_camids", g_camids)))
     if isinstance(max_rank, bool) or not isinstance(max_rank, (int, np.integer)) or max_rank < 1:
         raise ValueError(f"max_rank must be an integer >= 1, got {max_rank!r}")
     if chunk_size is not None and (not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1):
@@ -235,14 +274,10 @@ def _evaluate_rank(distmat: ArrayLike, q_pids: ArrayLike, g_pids: ArrayLike, q_c
     for r0 in range(0, n_q, chunk):
         r1 = min(n_q, r0 + chunk)
         rows, ranks = _chunk_ranks(dist[r0:r1], q_pids[r0:r1], q_camids[r0:r1], g_camids, g_index, work, r0)
-        n_pos = np.bincount(rows, minlength=r1 - r0)
-        valid = n_pos > 0
-        start = np.cumsum(n_pos) - n_pos
-        k = np.arange(len(rows)) - start[rows] + 1  # 1-based index of the positive within its query
-        ap_sum = np.bincount(rows, weights=k / ranks, minlength=r1 - r0)
-        aps.append(ap_sum[valid] / n_pos[valid])
-        inps.append(n_pos[valid] / ranks[(start + n_pos - 1)[valid]])
-        firsts.append(ranks[start[valid]])
+        valid, ap, inp, first = _query_scores(rows, ranks, r1 - r0)
+        aps.append(ap[valid])
+        inps.append(inp[valid])
+        firsts.append(first[valid])
     first = np.concatenate(firsts)
     if first.size == 0:
         raise ValueError("evaluate_rank: no query has a valid match in the gallery (every query's pid is absent "
@@ -276,81 +311,46 @@ def evaluate_rank(distmat: ArrayLike, q_pids: ArrayLike, g_pids: ArrayLike, q_ca
     return (cmc, m_ap, m_inp) if return_minp else (cmc, m_ap)
 
 
-# ----------------------------------------------------------------------------- distances
-
-def _features(name: str, x: ArrayLike) -> np.ndarray:
-    arr = np.asarray(x)
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (num_items, feature_dim), got shape {arr.shape}")
-    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-        raise ValueError(f"{name} has dtype {arr.dtype}, expected real-valued features")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} (shape {arr.shape}) contains non-finite values")
-    return arr
-
-
-def _l2_normalize(x: np.ndarray) -> np.ndarray:
-    norm = np.sqrt(np.einsum("ij,ij->i", x, x))[:, None]
-    return x / np.maximum(norm, np.finfo(x.dtype).tiny)  # zero vectors stay zero (cosine distance 1)
-
-
-def compute_distance(qf: ArrayLike, gf: ArrayLike, metric: Metric = "euclidean", normalize: bool = False,
-                     chunk_size: int = 1024) -> np.ndarray:
-    """Query x gallery distance matrix, computed in row blocks of ``chunk_size`` queries.
+def rank_gallery_with_ap(distmat: ArrayLike, q_pids: ArrayLike, g_pids: ArrayLike, q_camids: ArrayLike,
+                         g_camids: ArrayLike, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each query's top-``k`` gallery items and its AP, under the protocol above.
 
     Args:
-      qf: (num_query, dim) features; gf: (num_gallery, dim) features.
-      metric: "euclidean" (L2), "sqeuclidean" (squared L2) or "cosine" (1 - cosine similarity).
-      normalize: L2-normalise the features first (cosine always does).
-      chunk_size: query rows per block; only a block is ever held in float64.
+      distmat: (Q, G) finite distances, smaller = more similar.
+      q_pids, q_camids: (Q,) labels of the queries; g_pids, g_camids: (G,) of the gallery.
+      k: list length (>= 1).
 
     Returns:
-      (num_query, num_gallery) float32.  Computed in float32 (float64 if either input is
-      float64) via ||q||^2 + ||g||^2 - 2 q.g, clamped at 0; float32 cancellation limits the
-      accuracy of tiny distances to ~sqrt(eps) * ||x||.
+      ``indices`` (Q, k) int64: gallery indices by ascending distance (ties by
+      index), same-pid-same-camera items excluded, -1 where fewer than k items
+      are kept; ``matches`` (Q, k) bool: the item has the query's pid (False
+      for -1); ``ap`` (Q,) float64: the query's AP, NaN without a match (the
+      mean of the others is :func:`evaluate_rank`'s mAP).
     """
-    if metric not in _METRICS:
-        raise ValueError(f"metric must be one of {_METRICS}, got {metric!r}")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    q, g = _features("qf", qf), _features("gf", gf)
-    if q.shape[1] != g.shape[1]:
-        raise ValueError(f"feature dims differ: qf has shape {q.shape}, gf has shape {g.shape}; "
-                         "expected the same feature_dim")
-    dtype = np.float64 if np.float64 in (q.dtype, g.dtype) else np.float32
-    q, g = q.astype(dtype, copy=False), g.astype(dtype, copy=False)
-    if normalize or metric == "cosine":
-        q, g = _l2_normalize(q), _l2_normalize(g)
-    q_sq, g_sq = np.einsum("ij,ij->i", q, q), np.einsum("ij,ij->i", g, g)
-    out = np.empty((q.shape[0], g.shape[0]), dtype=np.float32)
-    for r0 in range(0, q.shape[0], chunk_size):
-        r1 = min(q.shape[0], r0 + chunk_size)
-        blk = np.matmul(q[r0:r1], g.T, out=out[r0:r1] if dtype == np.float32 else None)
-        if metric == "cosine":
-            np.subtract(1.0, blk, out=blk)
-            np.clip(blk, 0.0, 2.0, out=blk)  # rounding leaves ~-1e-7 for identical directions
-        else:
-            blk *= -2.0
-            blk += q_sq[r0:r1, None]
-            blk += g_sq[None, :]
-            np.maximum(blk, 0.0, out=blk)  # rounding can push ~0 distances below 0
-            if metric == "euclidean":
-                np.sqrt(blk, out=blk)
-        if blk.dtype != np.float32:
-            out[r0:r1] = blk
-    return out
-
-
-def retrieval_distances(qf: ArrayLike, gf: ArrayLike, metric: Metric = "euclidean", normalize: bool = False,
-                        rerank: bool = False) -> np.ndarray:
-    """(num_query, num_gallery) distances as :func:`evaluate` ranks them: ``metric``
-    after optional L2 normalisation, optionally k-reciprocal re-ranked (the q-q and
-    g-g distances with the same metric, passed to ``re_ranking`` as they are)."""
-    distmat = compute_distance(qf, gf, metric=metric, normalize=normalize)
-    if rerank:
-        distmat = re_ranking(distmat, compute_distance(qf, qf, metric=metric, normalize=normalize),
-                             compute_distance(gf, gf, metric=metric, normalize=normalize))
-    return distmat
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be an integer >= 1, got {k!r}")
+    dist, q_pids, g_pids, q_camids, g_camids = _check_inputs(distmat, q_pids, g_pids, q_camids, g_camids)
+    n_q, n_g = dist.shape
+    work = np.result_type(dist.dtype, np.float32)
+    g_order = np.argsort(g_pids, kind="stable")
+    g_index = (g_order, g_pids[g_order])
+    width = min(k, n_g)
+    indices = np.full((n_q, k), -1, dtype=np.int64)
+    matches = np.zeros((n_q, k), dtype=bool)
+    ap = np.empty(n_q, dtype=np.float64)
+    chunk = max(1, _CHUNK_ELEMENTS // (4 * n_g))  # the exact ranking needs ~26 bytes/element
+    for r0 in range(0, n_q, chunk):
+        r1 = min(n_q, r0 + chunk)
+        rows, cols = _same_pid_pairs(q_pids[r0:r1], g_index)
+        junk = g_camids[cols] == q_camids[r0:r1][rows]
+        order, hit = _stable_ranking(_private_copy(dist[r0:r1], work, r0), rows, cols, junk)
+        n_kept = n_g - np.bincount(rows[junk], minlength=r1 - r0)
+        shown = np.arange(width)[None, :] < n_kept[:, None]
+        indices[r0:r1, :width] = np.where(shown, order[:, :width], -1)
+        matches[r0:r1, :width] = hit[:, :width]  # junk is never a hit
+        hit_rows, places = np.nonzero(hit)
+        ap[r0:r1] = _query_scores(hit_rows, places + 1, r1 - r0)[1]
+    return indices, matches, ap
 
 
 def evaluate(qf: ArrayLike, gf: ArrayLike, q_pids: ArrayLike, g_pids: ArrayLike, q_camids: ArrayLike,
@@ -360,7 +360,8 @@ def evaluate(qf: ArrayLike, gf: ArrayLike, q_pids: ArrayLike, g_pids: ArrayLike,
 
     qf: (num_query, dim), gf: (num_gallery, dim); label arrays as in :func:`evaluate_rank`.
     With ``rerank`` the q-q and g-g distances use the same metric and are passed to
-    :func:`~stra_jax.evaluation.rerank.re_ranking` as they are (no squaring).
+    :func:`~stra_jax.evaluation.rerank.re_ranking` as they are (no squaring)
+    (:func:`~stra_jax.evaluation.distances.retrieval_distances`).
     """
     distmat = retrieval_distances(qf, gf, metric=metric, normalize=normalize, rerank=rerank)
     cmc, m_ap, m_inp, n_valid = _evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, None)

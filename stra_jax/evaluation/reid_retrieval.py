@@ -14,8 +14,9 @@ import jax
 import numpy as np
 
 from stra_jax.data.reid.common import ReIDDataset
-from stra_jax.evaluation.evaluators import check_settings
-from stra_jax.evaluation.reid import evaluate, retrieval_distances
+from stra_jax.evaluation.evaluators import Evaluator, check_settings
+from stra_jax.evaluation.distances import retrieval_distances
+from stra_jax.evaluation.reid import evaluate
 from stra_jax.sharding import check_batch_divisible
 from stra_jax.utils import as_path
 
@@ -31,16 +32,18 @@ DEFAULTS: dict[str, Any] = dict(
 )
 
 
-class ReIDRetrieval:
+class ReIDRetrieval(Evaluator):
     """Market-1501 protocol (torchreid's ``eval_market1501``) on the query and
     gallery of ``context["reid_dataset"]``.
 
     ``retain_features = True`` keeps the last ``run``'s features (and references to
     its model and variables) so that :meth:`write_rank_lists` draws the very ranking
-    ``run`` scored without extracting again (``eval.py --visualize-ranks`` sets it).
+    ``run`` scored without extracting again (``prepare_artifacts`` sets it when
+    ``eval.py --visualize-ranks`` asks for ranked lists).
     """
 
     retain_features: bool = False
+    artifact_options = ("visualize_ranks", "rank_worst", "rank_random", "rank_dir")
 
     def __init__(self, name: str, settings: dict[str, Any], context: Mapping[str, Any]) -> None:
         self.name = name
@@ -145,6 +148,26 @@ class ReIDRetrieval:
                 mAP=float(np.nanmean(ap)) if valid.any() else None, num_valid_queries=int(valid.sum()),
                 queries=entries))
         return [final / name for name in names] + [final / "ranks.json"]
+
+    def prepare_artifacts(self, options: Mapping[str, Any]) -> None:
+        """Ranked lists asked for: keep ``run``'s features to rank them."""
+        if options.get("visualize_ranks"):
+            self.retain_features = True
+
+    def write_artifacts(self, metrics: Mapping[str, Any], out_dir: str | Path, *, model: Any = None,
+                        variables: dict[str, Any] | None = None,
+                        options: Mapping[str, Any] | None = None) -> list[Path]:
+        """With ``options["visualize_ranks"] = k`` > 0: :meth:`write_rank_lists` of
+        ``rank_worst`` + ``rank_random`` queries into ``rank_dir`` (default ``out_dir``)."""
+        options = options or {}
+        k = int(options.get("visualize_ranks") or 0)
+        if k <= 0:
+            return []
+        if model is None or variables is None:
+            raise ValueError(f"{self.name}: ranked lists need the model and its variables")
+        return self.write_rank_lists(model, variables, options.get("rank_dir") or out_dir, k=k,
+                                     num_worst=int(options.get("rank_worst", 8)),
+                                     num_random=int(options.get("rank_random", 8)))
 
     def table(self, metrics: Mapping[str, Any]) -> str:
         keys = [("mAP", "mAP"), ("mINP", "mINP"), ("rank1", "R-1"), ("rank5", "R-5"), ("rank10", "R-10"),

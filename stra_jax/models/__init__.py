@@ -18,20 +18,24 @@ the tasks, the evaluators and the tools rely on:
   ``frozen_param_mask(params, groups)`` method names their parameters for the
   optimiser. Families without pretrained groups omit both.
 
-Add a family: a Linen module in its own file, then one ``register_model`` line
-per architecture (see CONTRIBUTING.md).
+Add a family: a Linen module in its own file ending with one ``register_model``
+line per architecture, imported below (importing a family registers its
+architectures in ``MODELS``; see CONTRIBUTING.md).
 """
 from stra_jax.models.face_resnet import FaceResNet
 from stra_jax.models.heads import HEADS, Classifier, FaceHead, ReIDHead, make_head
 from stra_jax.models.io import abstract_variables, init_variables, load_model, save_model
-from stra_jax.models.registry import (create_model, freezable_groups, frozen_param_mask, get_entry, list_models,
-                                      model_kwargs, register_model)
+from stra_jax.models.registry import (MODELS, create_model, freezable_groups, frozen_param_mask, get_entry,
+                                      list_models, model_kwargs, register_model)
 from stra_jax.models.mobilenetv2 import MobileNetV2
 from stra_jax.models.nonlocal_resnet import NonLocalResNet
-from stra_jax.models.resnet import FREEZABLE, Bottleneck, ResNet, ResNetBase
+from stra_jax.models.resnet import FREEZABLE, Bottleneck, ResNet, ResNetBase, ResNetTrunk
 from stra_jax.models.sasa_resnet import SASAResNet
 from stra_jax.models.se_resnet import SEResNet
+from stra_jax.models.stra_options import StRAOptions
 
-__all__ = ["FREEZABLE", "HEADS", "Bottleneck", "Classifier", "FaceHead", "FaceResNet", "MobileNetV2",
-           "NonLocalResNet", "ReIDHead", "ResNet", "ResNetBase", "SASAResNet", "SEResNet", "abstract_variables", "create_model", "freezable_groups", "frozen_param_mask", "get_entry", "init_variables",
-           "list_models", "load_model", "make_head", "model_kwargs", "register_model", "save_model"]
+__all__ = ["FREEZABLE", "HEADS", "MODELS", "Bottleneck", "Classifier", "FaceHead", "FaceResNet", "MobileNetV2",
+           "NonLocalResNet", "ReIDHead", "ResNet", "ResNetBase", "ResNetTrunk", "SASAResNet", "SEResNet",
+           "StRAOptions", "abstract_variables", "create_model", "freezable_groups", "frozen_param_mask", "get_entry",
+           "init_variables", "list_models", "load_model", "make_head", "model_kwargs", "register_model",
+           "save_model"]

@@ -7,7 +7,9 @@ network (name and options, classes included) and its ``config.json`` the input
 size. Complexity is measured on that network at that size, so a narrow demo
 run is reported as the network it really is, not as the full-size one.
 
-    python -m stra_jax.models.summary --results runs/t2_*/final_metrics.json --plot fig3.png
+    python -m stra_jax.tools.summary --results runs/t2_*/final_metrics.json --plot fig3.png
+
+Complexity comes from ``models/complexity.py``; the command line is ``tools/summary.py``.
 """
 from __future__ import annotations
 
@@ -15,6 +17,10 @@ import dataclasses
 import json
 from pathlib import Path
 from typing import Sequence
+
+from stra_jax.models.complexity import count_params, forward_flops
+from stra_jax.models.io import abstract_variables, read_model_spec
+from stra_jax.models.registry import create_model
 
 MODEL_DIRS = ("model_last", "model_best")
 
@@ -44,8 +50,6 @@ def _metric(metrics: dict, name: str, path: Path) -> float:
 
 def read_run(path: str | Path) -> RunResult:
     """A run from its ``final_metrics.json`` (or its workdir); fails naming the file that is missing or wrong."""
-    from stra_jax.models.io import read_model_spec
-
     path = Path(path)
     metrics_path = path / "final_metrics.json" if path.is_dir() else path
     if not metrics_path.is_file():
@@ -76,10 +80,6 @@ def read_run(path: str | Path) -> RunResult:
 
 def with_complexity(run: RunResult) -> RunResult:
     """``run`` with the parameters and FLOPs of its exact network."""
-    from stra_jax.models.io import abstract_variables
-    from stra_jax.models.registry import create_model
-    from stra_jax.models.summary import count_params, forward_flops
-
     model = create_model(run.arch, **run.kwargs)
     variables = abstract_variables(model)
     return dataclasses.replace(run, params=count_params(variables["params"]),

@@ -27,22 +27,20 @@ CASIA-WebFace classifier adds 512 * 10,572 = 5,412,864). So the parameters depen
 has this option at that size); other sizes fail, at ``init`` and at ``apply``,
 naming the size the model is built for.
 
-No pretrained groups: the family has no ``FREEZABLE`` and ``frozen`` must be empty.
+No pretrained groups: the family's ``FREEZABLE`` is empty and ``frozen`` must be too.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import ClassVar, Sequence
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
-from stra_jax.layers import checks
-from stra_jax.layers.conv import kaiming_fan_out
 from stra_jax.layers.norm import batch_norm
-from stra_jax.models.heads import CLASSIFIERS, make_head
-from stra_jax.models.resnet import Bottleneck
+from stra_jax.models.heads import make_head
+from stra_jax.models.resnet import ResNetTrunk, _conv, _positive_int
+from stra_jax.models.stra_options import StRAOptions
 
 
 def last_stage_size(input_size: Sequence[int], stem_stride: int = 1) -> tuple[int, int]:
@@ -58,12 +56,14 @@ def last_stage_size(input_size: Sequence[int], stem_stride: int = 1) -> tuple[in
     return math.ceil(h / total), math.ceil(w / total)
 
 
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
-class FaceResNet(nn.Module):
+class FaceResNet(ResNetTrunk, StRAOptions):
     """Face (StRA-)ResNet on (B, H, W, 3) normalised NHWC images, (H, W) = ``input_size``.
+
+    The ResNet trunk (:class:`~stra_jax.models.resnet.ResNetTrunk`) with the
+    face layout's hooks: a 3x3 stem at ``stem_stride`` without max-pool, stride
+    2 in the first block of every stage, and the face head; StRA's options
+    (:class:`~stra_jax.models.stra_options.StRAOptions`) put StRA in
+    ``stra_stages``.
 
     Returns the model contract's dict (``stra_jax.models``): ``features``
     (B, 32*width) the pooled last-stage map, ``embedding`` (B, embedding_dim)
@@ -74,91 +74,67 @@ class FaceResNet(nn.Module):
     with ``head_dropout`` > 0 needs a ``"dropout"`` rng.
     """
 
-    num_classes: int = 0
-    stage_sizes: Sequence[int] = (3, 4, 6, 3)
-    width: int = 64
     stem_stride: int = 1
-    stra_stages: Sequence[int] = ()
-    heads: int = 8
-    kernel_size: int = 3
-    reduction: int = 4
-    gate: str = "sigmoid"
-    mode_attention: bool = True
-    mode_interaction: bool = True
-    attention_implementation: str = "auto"  # computation only: see LocalAttention
-    attention_grouped_conv: str = "auto"    # computation only: see conv1x1
     embedding_dim: int = 512
     head_dropout: float = 0.4
     classifier: str = "margin"
     input_size: Sequence[int] = (112, 112)  # sizes the face FC: parameters depend on it
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+
+    FREEZABLE: ClassVar[tuple[str, ...]] = ()  # trained from scratch: nothing pretrained to freeze
+    NEW_MODULES: ClassVar[tuple[str, ...]] = ("stra",)
+    TASK: ClassVar[str] = "face"  # the task whose preprocessing a run-less model dir gets (tools/run_inputs.py)
 
     def __post_init__(self) -> None:
-        if len(self.stage_sizes) != 4 or not all(_positive_int(n) for n in self.stage_sizes):
-            raise ValueError(f"stage_sizes={tuple(self.stage_sizes)}: expected 4 positive block counts")
-        if not _positive_int(self.width):
-            raise ValueError(f"width={self.width!r}: expected a positive integer (stem channels)")
         if self.stem_stride not in (1, 2):
             raise ValueError(f"stem_stride={self.stem_stride!r}: expected 1 (ArcFace, 7x7 last stage at 112x112) "
                              "or 2")
-        if any(s not in (0, 1, 2, 3) for s in self.stra_stages):
-            raise ValueError(f"stra_stages={tuple(self.stra_stages)}: expected stage indices in 0..3")
-        if not isinstance(self.num_classes, int) or self.num_classes < 0:
-            raise ValueError(f"num_classes={self.num_classes!r}: expected an integer >= 0 (0 = no classifier)")
         if not _positive_int(self.embedding_dim):
             raise ValueError(f"embedding_dim={self.embedding_dim!r}: expected a positive integer (the FC's width)")
         if not 0.0 <= self.head_dropout < 1.0:
             raise ValueError(f"head_dropout={self.head_dropout!r}: expected a rate in [0, 1)")
-        if self.classifier not in CLASSIFIERS:
-            raise ValueError(f"classifier={self.classifier!r}: expected one of {CLASSIFIERS}")
         if len(self.input_size) != 2 or not all(_positive_int(v) for v in self.input_size):
             raise ValueError(f"input_size={tuple(self.input_size)}: expected (height, width), positive integers")
         last_stage_size(self.input_size, self.stem_stride)
-        if self.stra_stages:  # fail at construction, not at the first call that builds StRA
-            checks.check_local_attention(self.heads, self.kernel_size, self.reduction, 1, 1,
-                                         self.attention_implementation)
-            checks.check_gate(self.gate)
-            checks.check_grouped_conv(self.attention_grouped_conv)
         super().__post_init__()
 
-    @nn.compact
-    def __call__(self, images: jax.Array, *, train: bool,
-                 frozen: Sequence[str] = ()) -> dict[str, jax.Array]:
-        if tuple(frozen):
-            raise ValueError(f"frozen={tuple(frozen)}: the FaceResNet family has no pretrained groups to freeze "
+    def check_inputs(self, images: jax.Array, frozen: tuple[str, ...]) -> None:
+        """No frozen groups; images (B, H, W, 3) at exactly ``input_size``."""
+        if frozen:
+            raise ValueError(f"frozen={frozen}: the FaceResNet family has no pretrained groups to freeze "
                              "(its networks train from scratch); expected frozen=()")
-        if images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"images shape {images.shape}: expected (batch, height, width, 3) NHWC")
+        super().check_inputs(images, frozen)
         native = tuple(int(v) for v in self.input_size)
         if images.shape[1:3] != native:
             h, w = images.shape[1:3]
             raise ValueError(f"images shape {images.shape}: this FaceResNet is built for {native[0]}x{native[1]} "
                              f"inputs (input_size; the face FC flattens the last-stage map), got {h}x{w}: resize "
                              f"the images or create the model with input_size=({h}, {w})")
+
+    def stem(self, x: jax.Array, *, train: bool) -> jax.Array:
+        """3x3 conv at ``stem_stride``, BN, ReLU; no max-pool (keeps 112x112 at stride 1)."""
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = images.astype(self.dtype)
-        x = nn.Conv(self.width, (3, 3), strides=(self.stem_stride,) * 2, padding=((1, 1), (1, 1)), use_bias=False,
-                    kernel_init=kaiming_fan_out, name="conv1", **kw)(x)
-        x = nn.relu(batch_norm(train, name="bn1", **kw)(x))  # no max-pool: keeps 112x112
+        x = _conv(self.width, 3, self.stem_stride, "conv1", **kw)(x)
+        return nn.relu(batch_norm(train, name="bn1", **kw)(x))
 
-        attention = dict(heads=self.heads, kernel_size=self.kernel_size, reduction=self.reduction,
-                         gate=self.gate, mode_attention=self.mode_attention,
-                         mode_interaction=self.mode_interaction,
-                         implementation=self.attention_implementation,
-                         grouped_conv=self.attention_grouped_conv)
-        for stage, blocks in enumerate(self.stage_sizes):
-            for block in range(blocks):
-                x = Bottleneck(
-                    self.width * 2**stage,
-                    strides=2 if block == 0 else 1,  # every stage halves the map: 112 -> 56 -> 28 -> 14 -> 7
-                    downsample=block == 0,
-                    attention=attention if stage in self.stra_stages else None,
-                    name=f"layer{stage + 1}_{block}",
-                    **kw,
-                )(x, train=train)
+    def stage_stride(self, stage: int) -> int:
+        """2: every stage halves the map (112 -> 56 -> 28 -> 14 -> 7)."""
+        return 2
 
-        head = make_head("face", num_classes=self.num_classes, embedding_dim=self.embedding_dim,
-                         dropout=self.head_dropout, classifier=self.classifier, **kw)
-        nn.share_scope(self, head)  # top-level face_bn_map, face_fc, face_bn_embed, classifier
-        return head(x, train=train)
+    def make_head(self) -> nn.Module:
+        """BN -> Dropout(``head_dropout``) -> flatten -> FC(``embedding_dim``) -> BN."""
+        return make_head("face", num_classes=self.num_classes, embedding_dim=self.embedding_dim,
+                         dropout=self.head_dropout, classifier=self.classifier, dtype=self.dtype,
+                         param_dtype=self.param_dtype)
+
+
+# The built-in architectures of this family (``create_model(name)``), registered beside
+# it; the registry imports no family: importing stra_jax.models runs these lines.
+from stra_jax.models.registry import register_model  # noqa: E402
+
+# Face networks (paper Section 5.2): ArcFace-style trunk with a 7x7 last stage at
+# 112x112 and the BN-Dropout-FC-BN 512-d head, margin classifier; from scratch.
+register_model("resnet50_face", FaceResNet, stage_sizes=(3, 4, 6, 3), stra_stages=(), input_size=(112, 112),
+               embedding_dim=512, head_dropout=0.4, classifier="margin")
+register_model("stra_resnet50_face", FaceResNet, stage_sizes=(3, 4, 6, 3), stra_stages=(3,), heads=8,
+               kernel_size=3, reduction=4, input_size=(112, 112), embedding_dim=512, head_dropout=0.4,
+               classifier="margin")

@@ -23,8 +23,11 @@ import jax.numpy as jnp
 
 from stra_jax.layers.conv import kaiming_fan_out, linear_init
 from stra_jax.layers.norm import batch_norm
+from stra_jax.registry import Registry
 
 CLASSIFIERS = ("linear", "margin")
+#: name -> head module class, built by :func:`make_head` (a family picks its head by name).
+HEADS: Registry[type[nn.Module]] = Registry("head")
 
 
 def global_average_pool(x: jax.Array, dtype: Any) -> jax.Array:
@@ -66,6 +69,7 @@ class _ClassWeights(nn.Module):
         return self.param("kernel", linear_init, (in_features, self.num_classes), self.param_dtype)
 
 
+@HEADS.register("reid")
 class ReIDHead(nn.Module):
     """The ReID heads. ``embedding_dim=512`` (the authors' StRA head): GAP -> 1x1
     conv (no bias; on a pooled map it is a bias-free Dense) -> BatchNorm = the
@@ -91,6 +95,7 @@ class ReIDHead(nn.Module):
         return _outputs(self, features, embedding)
 
 
+@HEADS.register("face")
 class FaceHead(nn.Module):
     """The face head of the paper's face recipe (insightface's "E" output):
     BatchNorm on the map -> Dropout -> flatten -> Dense -> BatchNorm = the
@@ -116,14 +121,11 @@ class FaceHead(nn.Module):
         return _outputs(self, features, embedding)
 
 
-HEADS: dict[str, type[nn.Module]] = {"reid": ReIDHead, "face": FaceHead}
-
-
 def make_head(name: str, **kwargs: Any) -> nn.Module:
     """A head by name (``HEADS``); unknown names list the known ones."""
     if name not in HEADS:
-        raise ValueError(f"head={name!r}: expected one of {sorted(HEADS)}")
-    return HEADS[name](**kwargs)
+        raise ValueError(f"head={name!r}: expected one of {HEADS.names()}")
+    return HEADS.get(name)(**kwargs)
 
 
 def _outputs(head: nn.Module, features: jax.Array, embedding: jax.Array) -> dict[str, jax.Array]:

@@ -51,10 +51,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from stra_jax.layers import StRAttention, checks
+from stra_jax.layers import StRAttention
 from stra_jax.layers.conv import kaiming_fan_out
 from stra_jax.layers.norm import batch_norm
 from stra_jax.models.heads import CLASSIFIERS, make_head
+from stra_jax.models.stra_options import StRAOptions
 
 # torchvision's inverted_residual_setting without n: (expand ratio t, channels c, stride s).
 ROWS: tuple[tuple[int, int, int], ...] = (
@@ -156,7 +157,7 @@ class InvertedResidual(nn.Module):
         return h
 
 
-class MobileNetV2(nn.Module):
+class MobileNetV2(StRAOptions):
     """MobileNetV2 / StRA-MobileNetV2 on (B, H, W, 3) normalised NHWC images; see
     the module docstring for the layout and StRA's placement.
 
@@ -173,21 +174,14 @@ class MobileNetV2(nn.Module):
     width_mult: float = 1.0
     stage_blocks: Sequence[int] = (1, 2, 3, 4, 3, 3, 1)
     last_stride: int = 2
-    stra_stages: Sequence[int] = ()
-    heads: int = 8
-    kernel_size: int = 3
-    reduction: int = 4
-    gate: str = "sigmoid"
-    mode_attention: bool = True
-    mode_interaction: bool = True
-    attention_implementation: str = "auto"  # computation only: see LocalAttention
-    attention_grouped_conv: str = "auto"    # computation only: see conv1x1
     embedding_dim: int | None = None
     classifier: str = "linear"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
     FREEZABLE: ClassVar[tuple[str, ...]] = FREEZABLE
+    STRA_UNITS: ClassVar[tuple[str, int]] = ("row", len(ROWS))  # stra_stages are rows 0..6
+    STRA_WIDTH_OPTION: ClassVar[str] = "width_mult"
 
     def __post_init__(self) -> None:
         if isinstance(self.width_mult, bool) or not isinstance(self.width_mult, (int, float)) \
@@ -199,24 +193,19 @@ class MobileNetV2(nn.Module):
                              "(torchvision: (1, 2, 3, 4, 3, 3, 1))")
         if self.last_stride not in (1, 2):
             raise ValueError(f"last_stride={self.last_stride}: expected 1 or 2")
-        if any(isinstance(r, bool) or r not in range(len(ROWS)) for r in self.stra_stages):
-            raise ValueError(f"stra_stages={tuple(self.stra_stages)}: expected row indices in 0..{len(ROWS) - 1}")
         if self.num_classes < 0:
             raise ValueError(f"num_classes={self.num_classes}: expected >= 0 (0 = no classifier)")
         if self.classifier not in CLASSIFIERS:
             raise ValueError(f"classifier={self.classifier!r}: expected one of {CLASSIFIERS}")
         if self.embedding_dim is not None and (not isinstance(self.embedding_dim, int) or self.embedding_dim < 1):
             raise ValueError(f"embedding_dim={self.embedding_dim!r}: expected a positive integer or None")
-        if self.stra_stages:
-            # Fail at construction, naming the block, rather than at the first trace.
-            checks.check_local_attention(self.heads, self.kernel_size, self.reduction, 1, 1,
-                                         self.attention_implementation)
-            checks.check_gate(self.gate)
-            checks.check_grouped_conv(self.attention_grouped_conv)
-            for spec in self.blocks():
-                if spec.stra:
-                    _check_stra_block(spec, self.heads, self.reduction)
-        super().__post_init__()
+        super().__post_init__()  # then StRAOptions' checks (stra_stages rows, every StRA block's channels)
+
+    def spatial_channels(self, row: int) -> list[tuple[str, int]]:
+        """(block, hidden channels) of row ``row``'s blocks: StRA replaces their
+        depthwise conv on the expanded channels (StRAOptions checks them)."""
+        return [(f"features.{spec.index} (row {spec.row})", spec.hidden)
+                for spec in block_specs(self.width_mult, self.stage_blocks, self.last_stride, ()) if spec.row == row]
 
     def blocks(self) -> list[BlockSpec]:
         """The inverted-residual blocks (:class:`BlockSpec`), features_1 onwards."""
@@ -226,11 +215,6 @@ class MobileNetV2(nn.Module):
     def last_channels(self) -> int:
         """The last conv's width: torchvision's ``_make_divisible(1280 * max(1, w), 8)``."""
         return make_divisible(1280 * max(1.0, self.width_mult))
-
-    def _attention(self) -> dict:
-        return dict(heads=self.heads, kernel_size=self.kernel_size, reduction=self.reduction, gate=self.gate,
-                    mode_attention=self.mode_attention, mode_interaction=self.mode_interaction,
-                    implementation=self.attention_implementation, grouped_conv=self.attention_grouped_conv)
 
     @nn.compact
     def __call__(self, images: jax.Array, *, train: bool,
@@ -245,8 +229,7 @@ class MobileNetV2(nn.Module):
             images.astype(self.dtype), train=train and "stem" not in frozen)
         specs = self.blocks()
         for spec in specs:
-            block = InvertedResidual(spec, self._attention() if spec.stra else None, name=f"features_{spec.index}",
-                                     **kw)
+            block = InvertedResidual(spec, self.block_attention(spec.row), name=f"features_{spec.index}", **kw)
             x = block(x, train=train, frozen=f"stage{spec.row + 1}" in frozen)
         x = ConvBNReLU6(self.last_channels, 1, 1, name=f"features_{len(specs) + 1}", **kw)(
             x, train=train and "last_conv" not in frozen)
@@ -271,15 +254,17 @@ class MobileNetV2(nn.Module):
         return jax.tree_util.tree_map_with_path(is_frozen, params)
 
 
-def _check_stra_block(spec: BlockSpec, heads: int, reduction: int) -> None:
-    """StRA on ``spec.hidden`` channels: heads must split them, and LocalAttention's
-    logit branch (hidden // reduction channels) must split into heads too."""
-    where = f"features.{spec.index} (row {spec.row})"
-    if spec.hidden % heads:
-        raise ValueError(f"stra_stages: block {where} has {spec.hidden} hidden channels, not divisible by "
-                         f"heads={heads}; choose heads dividing {spec.hidden} or another width_mult")
-    logits = spec.hidden // reduction
-    if logits < 1 or logits % heads:
-        raise ValueError(f"stra_stages: block {where} has {spec.hidden} hidden channels; reduction={reduction} "
-                         f"gives {logits} logit channels, not a positive multiple of heads={heads}; choose "
-                         f"reduction and heads so that ({spec.hidden} // reduction) % heads == 0")
+# The built-in architectures of this family (``create_model(name)``), registered beside
+# it; the registry imports no family: importing stra_jax.models runs these lines.
+from stra_jax.models.registry import register_model  # noqa: E402
+
+register_model("mobilenetv2_x1_0", MobileNetV2, width_mult=1.0)
+register_model("mobilenetv2_x1_4", MobileNetV2, width_mult=1.4)
+# StRA in the last stage: every block at 1/32 (torchvision's rows 160 x3 and 320 x1),
+# in place of the depthwise 3x3. r = 2, not ResNet's 4: x1.4's first 1/32 block
+# has 816 hidden channels, and 816 / 4 = 204 logit channels do not split into 8
+# modes; one r for both widths keeps x1.0 and x1.4 comparable.
+register_model("stra_mobilenetv2_x1_0", MobileNetV2, width_mult=1.0, stra_stages=(5, 6), heads=8, kernel_size=3,
+               reduction=2, last_stride=1, embedding_dim=512)
+register_model("stra_mobilenetv2_x1_4", MobileNetV2, width_mult=1.4, stra_stages=(5, 6), heads=8, kernel_size=3,
+               reduction=2, last_stride=1, embedding_dim=512)

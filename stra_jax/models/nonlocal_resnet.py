@@ -84,3 +84,13 @@ class NonLocalResNet(ResNetBase):
                                   dtype=self.dtype, param_dtype=self.param_dtype)
             x = block(x, train=train)
         return x
+
+
+# The built-in architectures of this family (``create_model(name)``), registered beside
+# it; the registry imports no family: importing stra_jax.models runs these lines.
+from stra_jax.models.registry import register_model  # noqa: E402
+
+# One of the paper's comparison networks (Table 2, Fig. 3), as its paper defines it
+# (ImageNet-style head; the ReID config ``:nonlocal`` gives it StRA's head). Wang et
+# al.'s image (COCO) configuration: one block before the last block of res4.
+register_model("nonlocal_resnet50", NonLocalResNet, stage_sizes=(3, 4, 6, 3), nonlocal_blocks=(0, 0, 1, 0))

@@ -6,14 +6,16 @@ the chosen stages (default: the last) replace their 3x3 conv by StRAttention and
 the last stage runs at stride 1. Padding is explicit (PyTorch's symmetric
 padding), so strided layers line up with PyTorch exactly.
 
-Heads (``models/heads.py``): ``head="reid"`` with ``embedding_dim=512`` (StRA
-default, the authors' code: GAP -> 1x1 conv -> BatchNorm embedding) or
-``embedding_dim=None`` (ResNet-50 default, the paper's 2048-d variant: the GAP
-feature is the embedding); ``head="face"`` (BN-Dropout-FC-BN). ``classifier``:
-"linear" (logits) or "margin" (class weights for CosFace / ArcFace).
+The ReID head (``models/heads.py``): ``embedding_dim=512`` (StRA default, the
+authors' code: GAP -> 1x1 conv -> BatchNorm embedding) or ``embedding_dim=None``
+(ResNet-50 default, the paper's 2048-d variant: the GAP feature is the
+embedding). ``classifier``: "linear" (logits) or "margin" (class weights for
+CosFace / ArcFace). The face networks (``models/face_resnet.py``) are the same
+trunk (:class:`ResNetTrunk`) with their own stem, strides and head.
 """
 from __future__ import annotations
 
+import numbers
 from typing import Any, ClassVar, Sequence
 
 import flax.linen as nn
@@ -23,9 +25,19 @@ import jax.numpy as jnp
 from stra_jax.layers import StRAttention
 from stra_jax.layers.conv import kaiming_fan_out
 from stra_jax.layers.norm import batch_norm
-from stra_jax.models.heads import CLASSIFIERS, HEADS, make_head
+from stra_jax.models.heads import CLASSIFIERS, make_head
+from stra_jax.models.stra_options import StRAOptions
 
 FREEZABLE = ("stem", "layer1", "layer2", "layer3", "layer4")
+
+
+def _is_int(value: Any) -> bool:
+    """An integer (NumPy's too: dataset sizes), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _positive_int(value: Any) -> bool:
+    return _is_int(value) and value >= 1
 
 
 def _conv(features: int, kernel: int, stride: int, name: str, dtype: Any, param_dtype: Any) -> nn.Conv:
@@ -77,24 +89,29 @@ class Bottleneck(nn.Module):
         return nn.relu(out + shortcut)
 
 
-class ResNetBase(nn.Module):
-    """The ResNet-50 trunk and the ReID / face head on (B, H, W, 3) normalised NHWC images.
+class ResNetTrunk(nn.Module):
+    """The bottleneck trunk every ResNet family shares, on (B, H, W, 3) normalised NHWC images.
 
-    Subclasses choose the blocks (:meth:`make_block`), may add modules after a
-    block (:meth:`after_block`) or change the stem (:meth:`stem`); each
-    declares its own options as fields, so an option of another network (say
-    ``heads`` for SE-ResNet) fails in ``create_model`` naming the option and
-    the family.
+    ``stage_sizes`` stages of bottlenecks with planes ``width * 2**stage``
+    (4x that out), then a head under the family's own name scope. A family
+    chooses its layout by hooks, each with a default:
 
-    Returns the model contract's dict (``stra_jax.models``): ``features``
-    (B, 4*8*width) pooled trunk output, ``embedding`` (B, embedding_dim or
-    4*8*width) and, if ``num_classes`` > 0, ``logits`` (linear classifier) or
-    ``class_weights`` (margin classifier). Outputs are float32 whatever
-    ``dtype`` computes in.
+    * :meth:`stem` (torchvision's 7x7/2 conv + max-pool),
+    * :meth:`stage_stride` (1 in stage 0, else 2; on the stage's first block),
+    * :meth:`make_block` (a :class:`Bottleneck`; StRA replaces its 3x3 conv in
+      the ``stra_stages`` of a family that also subclasses :class:`StRAOptions`),
+    * :meth:`after_block` (modules between blocks; none),
+    * :meth:`make_head` (required: the head module on the last map),
+    * :meth:`check_inputs` (image shape and ``frozen`` groups).
 
-    ``frozen``: groups of pretrained layers ("stem", "layer1".."layer4") whose
-    BatchNorms stay in inference mode during ``train=True`` (the first epochs of
-    the ReID recipes); pair it with :func:`frozen_param_mask` for the optimiser.
+    Each family declares its own options as fields, so an option of another
+    network (say ``heads`` for SE-ResNet) fails in ``create_model`` naming the
+    option and the family. Returns the model contract's dict
+    (``stra_jax.models``), float32 whatever ``dtype`` computes in.
+
+    ``frozen``: groups of pretrained layers (``FREEZABLE``: "stem",
+    "layer1".."layer4") whose BatchNorms stay in inference mode during
+    ``train=True``; pair it with :meth:`frozen_param_mask` for the optimiser.
     Modules named in ``NEW_MODULES`` (attention that ImageNet weights lack) are
     never frozen.
     """
@@ -102,11 +119,7 @@ class ResNetBase(nn.Module):
     num_classes: int = 0
     stage_sizes: Sequence[int] = (3, 4, 6, 3)
     width: int = 64
-    last_stride: int = 2
-    embedding_dim: int | None = None
-    head: str = "reid"
     classifier: str = "linear"
-    head_dropout: float = 0.4  # face head only
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -114,19 +127,23 @@ class ResNetBase(nn.Module):
     NEW_MODULES: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
-        if len(self.stage_sizes) != 4 or any(n < 1 for n in self.stage_sizes):
+        if len(self.stage_sizes) != 4 or not all(_positive_int(n) for n in self.stage_sizes):
             raise ValueError(f"stage_sizes={tuple(self.stage_sizes)}: expected 4 positive block counts")
-        if self.last_stride not in (1, 2):
-            raise ValueError(f"last_stride={self.last_stride}: expected 1 or 2")
-        if self.num_classes < 0:
-            raise ValueError(f"num_classes={self.num_classes}: expected >= 0 (0 = no classifier)")
-        if self.head not in HEADS:
-            raise ValueError(f"head={self.head!r}: expected one of {sorted(HEADS)}")
+        if not _positive_int(self.width):
+            raise ValueError(f"width={self.width!r}: expected a positive integer (stem channels)")
+        if not _is_int(self.num_classes) or self.num_classes < 0:
+            raise ValueError(f"num_classes={self.num_classes!r}: expected an integer >= 0 (0 = no classifier)")
         if self.classifier not in CLASSIFIERS:
             raise ValueError(f"classifier={self.classifier!r}: expected one of {CLASSIFIERS}")
-        if self.head == "face" and self.embedding_dim is None:
-            raise ValueError("head='face' needs an embedding_dim (the FC layer's width), got None")
         super().__post_init__()
+
+    def check_inputs(self, images: jax.Array, frozen: tuple[str, ...]) -> None:
+        """Images must be (B, H, W, 3); ``frozen`` groups must be in ``FREEZABLE``."""
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"images shape {images.shape}: expected (batch, height, width, 3) NHWC")
+        unknown = sorted(set(frozen) - set(self.FREEZABLE))
+        if unknown:
+            raise ValueError(f"frozen={frozen}: unknown group(s) {unknown}; expected some of {self.FREEZABLE}")
 
     def stem(self, x: jax.Array, *, train: bool) -> jax.Array:
         """torchvision's stem: 7x7/2 conv, BN, ReLU, 3x3/2 max-pool (padding 1)."""
@@ -135,40 +152,46 @@ class ResNetBase(nn.Module):
         x = nn.relu(batch_norm(train, name="bn1", **kw)(x))
         return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
 
+    def stage_stride(self, stage: int) -> int:
+        """The stride of ``stage``'s first block (0-based stage)."""
+        return 1 if stage == 0 else 2
+
     def make_block(self, stage: int, index: int, planes: int, strides: int) -> nn.Module:
-        """Block ``index`` of ``stage`` (0-based), named ``layer{stage+1}_{index}``."""
-        return Bottleneck(planes, strides=strides, downsample=index == 0, name=f"layer{stage + 1}_{index}",
-                          dtype=self.dtype, param_dtype=self.param_dtype)
+        """Block ``index`` of ``stage`` (0-based), named ``layer{stage+1}_{index}``: a
+        :class:`Bottleneck`, with StRA in place of its 3x3 conv where a family
+        with :class:`StRAOptions` puts it."""
+        attention = self.block_attention(stage) if isinstance(self, StRAOptions) else None
+        return Bottleneck(planes, strides=strides, downsample=index == 0, attention=attention,
+                          name=f"layer{stage + 1}_{index}", dtype=self.dtype, param_dtype=self.param_dtype)
 
     def after_block(self, stage: int, index: int, x: jax.Array, *, train: bool) -> jax.Array:
         """Modules inserted after a block (none here; see ``models/nonlocal_resnet.py``)."""
         return x
 
+    def make_head(self) -> nn.Module:
+        """The head on the last (B, h, w, 32*width) map (``models/heads.py``)."""
+        raise NotImplementedError(f"{type(self).__name__} must define make_head()")
+
+    def spatial_channels(self, stage: int) -> list[tuple[str, int]]:
+        """(blocks, channels) of the spatial op of ``stage``'s blocks: all see
+        ``width * 2**stage`` (attention options are checked against it)."""
+        return [(f"layer{stage + 1} (stage {stage})", self.width * 2**stage)]
+
     @nn.compact
     def __call__(self, images: jax.Array, *, train: bool,
                  frozen: Sequence[str] = ()) -> dict[str, jax.Array]:
-        if images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"images shape {images.shape}: expected (batch, height, width, 3) NHWC")
-        unknown = sorted(set(frozen) - set(self.FREEZABLE))
-        if unknown:
-            raise ValueError(f"frozen={tuple(frozen)}: unknown group(s) {unknown}; expected some of {self.FREEZABLE}")
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        frozen = tuple(frozen)
+        self.check_inputs(images, frozen)
         x = self.stem(images.astype(self.dtype), train=train and "stem" not in frozen)
         for stage, blocks in enumerate(self.stage_sizes):
             planes = self.width * 2**stage
-            stage_stride = 1 if stage == 0 else (self.last_stride if stage == 3 else 2)
             for index in range(blocks):
                 # downsample (stride or 4x channel change) is always in block 0
-                block = self.make_block(stage, index, planes, stage_stride if index == 0 else 1)
+                block = self.make_block(stage, index, planes, self.stage_stride(stage) if index == 0 else 1)
                 x = block(x, train=train, frozen=f"layer{stage + 1}" in frozen)
                 x = self.after_block(stage, index, x, train=train)
-
-        head_kw = dict(num_classes=self.num_classes, embedding_dim=self.embedding_dim,
-                       classifier=self.classifier, **kw)
-        if self.head == "face":
-            head_kw["dropout"] = self.head_dropout
-        head = make_head(self.head, **head_kw)
-        nn.share_scope(self, head)  # head parameters at the top level: embed_conv, embed_bn, classifier
+        head = self.make_head()
+        nn.share_scope(self, head)  # head parameters at the top level (embed_conv, face_fc, classifier, ...)
         return head(x, train=train)
 
     def frozen_param_mask(self, params: Any, frozen: Sequence[str]) -> Any:
@@ -176,39 +199,40 @@ class ResNetBase(nn.Module):
         return frozen_param_mask(params, frozen, new_modules=self.NEW_MODULES)
 
 
-class ResNet(ResNetBase):
-    """ResNet-50 / StRA-ResNet-50: ``stra_stages`` replace the 3x3 conv of
-    their bottlenecks by :class:`StRAttention` (``heads`` .. ``mode_interaction``;
-    ``attention_implementation`` / ``attention_grouped_conv`` change only how it
-    computes)."""
+class ResNetBase(ResNetTrunk):
+    """The ImageNet-layout ResNet-50 trunk (torchvision stem, stride 2 in stages
+    1-3 and ``last_stride`` in stage 4) with the ReID head, for the ReID families
+    (ResNet, SE-, non-local, SASA-ResNet).
 
-    stra_stages: Sequence[int] = ()
-    heads: int = 8
-    kernel_size: int = 3
-    reduction: int = 4
-    gate: str = "sigmoid"
-    mode_attention: bool = True
-    mode_interaction: bool = True
-    attention_implementation: str = "auto"  # computation only: see LocalAttention
-    attention_grouped_conv: str = "auto"    # computation only: see conv1x1
+    Outputs: ``features`` (B, 4*8*width) pooled trunk output, ``embedding``
+    (B, embedding_dim or 4*8*width) and, if ``num_classes`` > 0, ``logits``
+    (linear classifier) or ``class_weights`` (margin classifier).
+    """
 
-    NEW_MODULES: ClassVar[tuple[str, ...]] = ("stra",)
+    last_stride: int = 2
+    embedding_dim: int | None = None
 
     def __post_init__(self) -> None:
-        if any(s not in (0, 1, 2, 3) for s in self.stra_stages):
-            raise ValueError(f"stra_stages={tuple(self.stra_stages)}: expected stage indices in 0..3")
+        if self.last_stride not in (1, 2):
+            raise ValueError(f"last_stride={self.last_stride}: expected 1 or 2")
         super().__post_init__()
 
-    def make_block(self, stage: int, index: int, planes: int, strides: int) -> nn.Module:
-        attention = None
-        if stage in self.stra_stages:
-            attention = dict(heads=self.heads, kernel_size=self.kernel_size, reduction=self.reduction,
-                             gate=self.gate, mode_attention=self.mode_attention,
-                             mode_interaction=self.mode_interaction,
-                             implementation=self.attention_implementation,
-                             grouped_conv=self.attention_grouped_conv)
-        return Bottleneck(planes, strides=strides, downsample=index == 0, attention=attention,
-                          name=f"layer{stage + 1}_{index}", dtype=self.dtype, param_dtype=self.param_dtype)
+    def stage_stride(self, stage: int) -> int:
+        """1 in stage 0, ``last_stride`` in stage 3, else 2."""
+        return self.last_stride if stage == 3 else super().stage_stride(stage)
+
+    def make_head(self) -> nn.Module:
+        """The ReID head: GAP (-> 1x1 conv -> BN with ``embedding_dim``) -> classifier."""
+        return make_head("reid", num_classes=self.num_classes, embedding_dim=self.embedding_dim,
+                         classifier=self.classifier, dtype=self.dtype, param_dtype=self.param_dtype)
+
+
+class ResNet(ResNetBase, StRAOptions):
+    """ResNet-50 / StRA-ResNet-50: ``stra_stages`` replace the 3x3 conv of
+    their bottlenecks by :class:`StRAttention` (StRA's options:
+    :class:`~stra_jax.models.stra_options.StRAOptions`)."""
+
+    NEW_MODULES: ClassVar[tuple[str, ...]] = ("stra",)
 
 
 def frozen_param_mask(params: Any, frozen: Sequence[str], new_modules: Sequence[str] = ("stra",)) -> Any:
@@ -223,3 +247,15 @@ def frozen_param_mask(params: Any, frozen: Sequence[str], new_modules: Sequence[
         stage = keys[0].split("_")[0]
         return stage in frozen and not set(new_modules) & set(keys)
     return jax.tree_util.tree_map_with_path(is_frozen, params)
+
+
+# The built-in architectures of this family (``create_model(name)``), registered beside
+# it; the registry imports no family: importing stra_jax.models runs these lines.
+from stra_jax.models.registry import register_model  # noqa: E402
+
+# torchvision ResNet-50 (stride on the 3x3 conv), GAP feature as embedding.
+register_model("resnet50", ResNet, stage_sizes=(3, 4, 6, 3), last_stride=2, stra_stages=(), embedding_dim=None)
+# The authors' StRA-ResNet-50 (stru_resnet50): StRA in the last stage, last
+# stride 1, G 8, K 3, r 4, 512-d BN embedding.
+register_model("stra_resnet50", ResNet, stage_sizes=(3, 4, 6, 3), last_stride=1, stra_stages=(3,), heads=8,
+               kernel_size=3, reduction=4, embedding_dim=512)

@@ -73,3 +73,13 @@ class SASAResNet(ResNetBase):
         if stage in self.sasa_stages:
             return SASABottleneck(planes, heads=self.heads, kernel_size=self.kernel_size, **kw)
         return Bottleneck(planes, **kw)
+
+
+# The built-in architectures of this family (``create_model(name)``), registered beside
+# it; the registry imports no family: importing stra_jax.models runs these lines.
+from stra_jax.models.registry import register_model  # noqa: E402
+
+# One of the paper's comparison networks (Table 2, Fig. 3). SASA in the last stage
+# "following the implementation in section 5.1": as StRA-ResNet-50.
+register_model("sasa_resnet50", SASAResNet, stage_sizes=(3, 4, 6, 3), sasa_stages=(3,), heads=8, kernel_size=7,
+               last_stride=1, embedding_dim=512)

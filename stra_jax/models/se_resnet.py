@@ -128,3 +128,14 @@ class SEResNet(ResNetBase):
         """SE bottleneck ``index`` of ``stage`` (0-based), named ``layer{stage+1}_{index}``."""
         return SEBottleneck(planes, strides=strides, downsample=index == 0, se_reduction=self.se_reduction,
                             name=f"layer{stage + 1}_{index}", dtype=self.dtype, param_dtype=self.param_dtype)
+
+
+# The built-in architectures of this family (``create_model(name)``), registered beside
+# it; the registry imports no family: importing stra_jax.models runs these lines.
+from stra_jax.models.registry import register_model  # noqa: E402
+
+# One of the paper's comparison networks (Table 2, Fig. 3), registered as its
+# original paper defines it (ImageNet-style head: last stride 2, GAP feature); the
+# ReID config ``:se`` gives it StRA's head (last stride 1, 512-d BN embedding),
+# so that Table 2's rows differ only in the attention.
+register_model("se_resnet50", SEResNet, stage_sizes=(3, 4, 6, 3), se_reduction=16)

@@ -3,8 +3,12 @@
 The trainer (``training/loop.py``) is the same for every task; a task says how
 to read its data, its loss and its evaluators:
 
-* ``load()`` reads (or generates) the data once and returns a summary to print;
+* ``load()`` reads (or generates) the data once and returns a summary to print:
+  ``load_folder()`` or ``load_tfds()``, as ``config.dataset.source`` says;
 * ``num_classes`` / ``num_train_examples`` size the classifier and the epoch;
+* ``sampler`` (``config.input.sampler``, built on first use) draws each epoch's
+  global batches; ``steps_per_epoch(global_batch)`` is the trainer's epoch
+  length; ``train_labels()`` gives the identities a grouping sampler reads;
 * ``train_batches(...)`` yields this host's slice of each global batch, a dict
   of NumPy arrays (``images`` (b, H, W, 3) plus whatever the loss reads),
   deterministic in (seed, epoch, step) so that a resumed run is exact;
@@ -29,6 +33,7 @@ from typing import Any, ClassVar, Iterable, Mapping
 import jax
 import numpy as np
 
+from stra_jax.data.samplers import Sampler, build_sampler
 from stra_jax.evaluation.evaluators import Evaluator, build_evaluators
 from stra_jax.utils import as_path, is_remote
 
@@ -40,15 +45,38 @@ class Task(abc.ABC):
 
     #: metrics of :meth:`loss` shown on the progress line, after ``loss``.
     progress_metrics: ClassVar[tuple[str, ...]] = ()
+    _sampler: Sampler | None = None  # built on first use of ``sampler`` (after load())
 
     def __init__(self, config: Any, workdir: str | Path | None = None) -> None:
         self.config = config
         # local or gs:// (etils epath: one API); data it generates stays on a local disk
         self.workdir = as_path(workdir) if workdir is not None else None
 
-    @abc.abstractmethod
     def load(self) -> str:
-        """Read (or generate) the data; returns a summary for the log."""
+        """Read (or generate) the data; returns a summary for the log.
+
+        The one source dispatch: ``config.dataset.source`` "folder" (the
+        default) calls :meth:`load_folder`, "tfds" :meth:`load_tfds`. A task
+        with its own notion of a source overrides ``load`` instead.
+        """
+        dataset = self.config.get("dataset") or {}
+        source = dataset.get("source", "folder")
+        if source == "folder":
+            return self.load_folder()
+        if source == "tfds":
+            return self.load_tfds()
+        raise ValueError(f"config.dataset.source={source!r}: expected 'folder' or 'tfds'")
+
+    def load_folder(self) -> str:
+        """Read (or generate) the data from ``config.dataset.root`` (the
+        ``folder`` source); returns a summary for the log."""
+        raise NotImplementedError(f"the {type(self).__name__} task defines neither load() nor load_folder()")
+
+    def load_tfds(self) -> str:
+        """Read the data from its TFDS build (the ``tfds`` source); returns a
+        summary for the log."""
+        raise ValueError(f"config.dataset.source='tfds': the {type(self).__name__} task reads no TFDS builds; "
+                         "expected 'folder'")
 
     @property
     @abc.abstractmethod
@@ -59,6 +87,26 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def num_train_examples(self) -> int:
         """Training examples per epoch (before dropping the last partial batch)."""
+
+    def train_labels(self) -> np.ndarray:
+        """(num_train_examples,) int identity of each training example, in the
+        order of the indices the sampler draws. Only samplers that group by
+        identity ask (reading them may be slow: a face set holds millions)."""
+        name = (self.config.get("input") or {}).get("sampler")
+        raise ValueError(f"config.input.sampler={name!r} needs the training labels, which task "
+                         f"{type(self).__name__} does not give (it defines no train_labels())")
+
+    @property
+    def sampler(self) -> Sampler:
+        """``config.input.sampler`` over this task's training examples, built
+        on first use (after :meth:`load`); labels are read only if it needs them."""
+        if self._sampler is None:
+            self._sampler = build_sampler(self.config.get("input"), self.num_train_examples, self.train_labels)
+        return self._sampler
+
+    def steps_per_epoch(self, global_batch: int) -> int:
+        """Optimiser steps (global batches) per epoch: the sampler's."""
+        return self.sampler.steps_per_epoch(global_batch)
 
     @abc.abstractmethod
     def train_batches(self, *, epoch: int, start_step: int, global_batch: int, process_index: int,
@@ -87,6 +135,33 @@ class Task(abc.ABC):
     def evaluators(self) -> list[Evaluator]:
         """The evaluators of ``config.evals``, built with :meth:`eval_context`."""
         return build_evaluators(self.config.get("evals"), self.eval_context())
+
+    @property
+    def best_metric(self) -> str | None:
+        """The metric that picks the best checkpoint and ``model_best`` (higher is
+        better): ``config.train.best_metric`` when set, else the task's default
+        (:meth:`default_best_metric`); ``None`` keeps only the latest."""
+        return self.config.train.get("best_metric") or self.default_best_metric()
+
+    def default_best_metric(self) -> str | None:
+        """The task's own choice of best metric (e.g. ``"reid/mAP"``); none by default."""
+        return None
+
+    @classmethod
+    def preprocessing(cls, config: Any) -> dict[str, Any]:
+        """How the task's evaluation turns an image file into model input, for
+        tools that feed a trained model themselves (``export``,
+        ``visualize_modes``): ``{"range": [lo, hi] of the decoded pixels, "mean":
+        [3], "std": [3], "formula", "source", "resize"}``, the model input being
+        ``(pixels - mean) / std`` (NHWC)."""
+        raise NotImplementedError(f"the {cls.__name__} task does not describe its evaluation preprocessing")
+
+    @classmethod
+    def eval_images(cls, config: Any, paths: list[Path], image_size: tuple[int, int]
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """Image files through the task's evaluation preprocessing: ``(model input
+        (N, H, W, 3) float32, the same images for display (N, H, W, 3) in [0, 1])``."""
+        raise NotImplementedError(f"the {cls.__name__} task does not load evaluation images")
 
     def data_root(self) -> Path:
         """``config.dataset.root``, or ``WORKDIR/data/<dataset name>`` when it is

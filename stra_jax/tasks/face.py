@@ -16,8 +16,9 @@ Config keys read here:
   for ``synthetic_faces``; the synthetic set is generated and built into
   ``WORKDIR/data/tfds`` on first use when ``data_dir`` is empty));
 * ``input``: ``image_size`` (112, 112), ``flip``;
-* ``train``: ``loss``, ``margin``, ``scale``, ``straight_through``,
-  ``diversity_weight`` (plus the loop's keys);
+* ``train.losses``: weighted loss terms, one of "softmax", "cosface",
+  "arcface" (options ``margin``, ``scale``, ``straight_through``) and
+  "diversity" (StRA's L_d) (plus the loop's keys of ``train``);
 * ``model.shard_classifier``: split the classifier's (D, classes) weights over
   the devices along the class axis (its class count padded to a multiple of
   the device count; the padded columns never enter the softmax), so that
@@ -28,10 +29,7 @@ The evaluators (``config.evals``, usually one ``face_verification``) get the
 """
 from __future__ import annotations
 
-import json
-import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -39,15 +37,14 @@ import jax
 import numpy as np
 
 from stra_jax.data.face.dataset import FaceDataset, prepare_face_dataset
-from stra_jax.data.image_check import decode_error
-from stra_jax.margin_losses import check_margin_settings, margin_objective
+from stra_jax.data.image_check import check_train_set
+from stra_jax.losses import LossContext, train_objective
 from stra_jax.models.registry import get_entry
 from stra_jax.sharding import DATA
 from stra_jax.tasks.base import Task
-from stra_jax.utils import write_json_atomic
 
 CLASSIFIER_KERNEL = r"\['classifier'\]\['kernel'\]$"
-_CHECK_CHUNK = 4096  # images read into memory at a time by the up-front check
+_CHECK_CHUNK = 4096  # records read into memory at a time by train_labels
 
 
 class FaceTask(Task):
@@ -58,36 +55,35 @@ class FaceTask(Task):
 
     def __init__(self, config: Any, workdir=None) -> None:
         super().__init__(config, workdir)
-        t = config.train
-        # Fail on a bad margin/scale before anything is read or created.
-        check_margin_settings(t.get("loss", "arcface"), t.get("margin", 0.0), t.get("scale", 1.0))
+        # Fail on bad loss settings (a margin, a scale) before anything is read or created.
+        train_objective(config.train, LossContext(shard_classifier=self.shard_classifier))
         self._objective = None
 
     def load(self) -> str:
+        """Read the data (``load_folder`` / ``load_tfds``, by ``dataset.source``),
+        then decode every training image once (``dataset.check_images``): a bad
+        one stops the run naming its file and record. A set found good is
+        remembered in ``WORKDIR/cache`` (its files' size and mtime)."""
+        cfg = self.config.dataset
+        start = time.perf_counter()
+        summary = super().load()
+        if cfg.get("check_images", True):
+            cache = self.workdir / "cache" / f"faces_ok_{cfg.name}.json" if self.workdir else None
+            summary += f"\n{check_train_set(self.dataset.train, cache)} in {time.perf_counter() - start:.1f} s"
+        self._objective = train_objective(self.config.train, LossContext(num_classes=self.num_classes,
+                                                                          shard_classifier=self.shard_classifier))
+        return summary
+
+    def load_folder(self) -> str:
+        """insightface's folder (or an image folder) at ``dataset.root``; the
+        built-in synthetic set is generated there first when absent."""
         cfg = self.config.dataset
         synthetic = cfg.get("synthetic")
-        start = time.perf_counter()
-        source = cfg.get("source", "folder")
-        if source == "tfds":
-            self.dataset = self._load_tfds()
-            note = f"\nread from TFDS in {time.perf_counter() - start:.1f} s"
-        elif source == "folder":
-            self.dataset = prepare_face_dataset(cfg.name, self.data_root(),
-                                                synthetic.to_dict() if synthetic else None,
-                                                tuple(cfg.get("verification", ())))
-            note = ""
-        else:
-            raise ValueError(f"config.dataset.source={source!r}: expected 'folder' or 'tfds'")
-        if cfg.get("check_images", True):
-            note += f"\n{self._check_train_images()} in {time.perf_counter() - start:.1f} s"
-        t = self.config.train
-        self._objective = margin_objective(t.loss, t.margin, t.scale, diversity_weight=t.diversity_weight,
-                                           num_classes=self.num_classes,
-                                           straight_through=t.get("straight_through", False),
-                                           shard_classifier=self.shard_classifier)
-        return self.dataset.summary() + note
+        self.dataset = prepare_face_dataset(cfg.name, self.data_root(), synthetic.to_dict() if synthetic else None,
+                                            tuple(cfg.get("verification", ())))
+        return self.dataset.summary()
 
-    def _load_tfds(self) -> FaceDataset:
+    def load_tfds(self) -> str:
         """The training set and the verification pairs from the TFDS builds (the
         built-in synthetic set: generated and built first when absent)."""
         from stra_jax.data.tfds.face import (build_face_tfds, load_face_train, load_face_verification,
@@ -97,6 +93,7 @@ class FaceTask(Task):
         if cfg.name == "folder":
             raise ValueError("config.dataset.source='tfds' reads insightface's RecordIO layout; pack an image "
                              "folder first (python -m stra_jax.tools.pack_faces) and build that")
+        start = time.perf_counter()
         data_dir = cfg.get("data_dir") or None
         set_name = tfds_config_for(cfg.name, cfg.get("root", ""), cfg.get("tfds_config", ""))
         folder = None
@@ -111,35 +108,9 @@ class FaceTask(Task):
                              f"{folder.root} {len(folder.train)} of {folder.train.num_classes}: built from another "
                              "synthetic spec; remove it or set config.dataset.data_dir elsewhere")
         built, pairs = load_face_verification(set_name, data_dir, tuple(cfg.get("verification", ())))
-        return FaceDataset(cfg.name, Path(train.builder.data_dir), train,
-                           {name: Path(built) / name for name in pairs}, pairs=pairs)
-
-    def _check_train_images(self) -> str:
-        """Decode every training image once (a thread pool); a bad one stops the
-        run naming its file and record. A set found good is remembered in
-        ``WORKDIR/cache`` by its files' size and mtime."""
-        train = self.dataset.train
-        stamp = _stamp(train)
-        cache = self.workdir / "cache" / f"faces_ok_{self.config.dataset.name}.json" if self.workdir else None
-        if cache is not None and cache.is_file():
-            try:
-                if json.loads(cache.read_text()) == stamp:
-                    return f"training images checked before ({len(train)}, cached)"
-            except (OSError, ValueError):
-                pass
-        with ThreadPoolExecutor(max_workers=min(32, 4 * (os.cpu_count() or 1))) as pool:
-            # Read in order, decode in parallel, a chunk at a time: pool.map takes its
-            # whole input at once, and a whole face set does not fit in memory.
-            for start in range(0, len(train), _CHECK_CHUNK):
-                indices = range(start, min(start + _CHECK_CHUNK, len(train)))
-                encoded = [train.read(i)[0] for i in indices]
-                for index, error in zip(indices, pool.map(decode_error, encoded)):
-                    if error is not None:
-                        raise ValueError(f"{train.describe(index)}: corrupt or undecodable image ({error}); fix "
-                                         "the set, or set dataset.check_images=False to find it during training")
-        if cache is not None:
-            write_json_atomic(cache, stamp)
-        return f"checked {len(train)} training images"
+        self.dataset = FaceDataset(cfg.name, Path(train.builder.data_dir), train,
+                                   {name: Path(built) / name for name in pairs}, pairs=pairs)
+        return f"{self.dataset.summary()}\nread from TFDS in {time.perf_counter() - start:.1f} s"
 
     @property
     def shard_classifier(self) -> bool:
@@ -168,6 +139,17 @@ class FaceTask(Task):
     def sharding_rules(self) -> list[tuple[str, tuple]]:
         return [(CLASSIFIER_KERNEL, (None, DATA))] if self.shard_classifier else []
 
+    def train_labels(self) -> np.ndarray:
+        """Each training image's identity: the folder source's list, else read
+        from the records (chunk by chunk; slow on a large set, hence only when
+        a sampler asks)."""
+        train = self.dataset.train
+        if getattr(train, "labels", None) is not None:
+            return np.asarray(train.labels, np.int64)
+        read_many = getattr(train, "read_many", None) or (lambda idx: [train.read(i) for i in idx])
+        chunks = (range(s, min(s + _CHECK_CHUNK, len(train))) for s in range(0, len(train), _CHECK_CHUNK))
+        return np.asarray([label for chunk in chunks for _, label in read_many(chunk)], np.int64)
+
     def train_batches(self, *, epoch: int, start_step: int, global_batch: int, process_index: int,
                       process_count: int) -> Iterable[dict[str, np.ndarray]]:
         from stra_jax.data.face.pipeline import numpy_train_batches
@@ -175,19 +157,21 @@ class FaceTask(Task):
         cfg = self.config.input
         train = self.dataset.train
         if hasattr(train, "in_order"):  # the TFDS source: read the epoch's order ahead in chunks
-            from stra_jax.data.pipeline import host_epoch_slice
+            from stra_jax.data.samplers import host_epoch_slice
 
-            order, _ = host_epoch_slice(len(train), global_batch, self.config.seed, epoch, start_step,
+            order, _ = host_epoch_slice(self.sampler, global_batch, self.config.seed, epoch, start_step,
                                         process_index, process_count)
             train = train.in_order(order)
         return numpy_train_batches(train, global_batch=global_batch,
                                    image_size=tuple(cfg.image_size), seed=self.config.seed, epoch=epoch,
                                    start_step=start_step, flip=cfg.get("flip", True),
-                                   process_index=process_index, process_count=process_count)
+                                   process_index=process_index, process_count=process_count,
+                                   sampler=self.sampler)
 
     def loss(self, outputs: dict[str, jax.Array], batch: dict[str, jax.Array],
              collections: Mapping[str, Any]) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """Margin cross-entropy (softmax / CosFace / ArcFace) + w * L_d."""
+        """The weighted terms of ``config.train.losses`` (the recipes: margin
+        cross-entropy, softmax / CosFace / ArcFace, + w * L_d)."""
         if self._objective is None:
             raise RuntimeError("FaceTask.loss before load()")
         return self._objective(outputs, batch, collections)
@@ -197,15 +181,33 @@ class FaceTask(Task):
         return {"face_verification_sets": dict(self.dataset.verification),
                 "face_verification_pairs": dict(self.dataset.pairs or {})}
 
+    def default_best_metric(self) -> str | None:
+        """Mean verification accuracy of the first ``face_verification`` evaluator."""
+        names = sorted(n for n, e in (self.config.get("evals") or {}).items()
+                       if e.get("type") == "face_verification")
+        return f"{names[0]}/mean_accuracy" if names else None
 
-def _stamp(train) -> dict[str, Any]:
-    """What identifies the training files' contents for the image-check cache."""
-    if hasattr(train, "stamp"):  # e.g. the TFDS source: its build
-        return train.stamp()
-    source = str(train.source)
-    paths = getattr(train, "paths", None) or [source, str(os.path.splitext(source)[0] + ".idx")]
-    stats = []
-    for p in paths:
-        st = os.stat(p)
-        stats.append([p, st.st_size, st.st_mtime_ns])
-    return {"version": 1, "files": stats}
+    @classmethod
+    def preprocessing(cls, config: Any) -> dict[str, Any]:
+        """insightface's ``(x - 127.5) / 128`` on uint8-range RGB (``data/face/pipeline.py``)."""
+        from stra_jax.data.face.pipeline import FACE_MEAN, FACE_STD
+
+        return {"task": "face", "range": [0.0, 255.0], "mean": [FACE_MEAN] * 3, "std": [FACE_STD] * 3,
+                "formula": "(rgb - mean) / std, rgb = uint8 as float",
+                "source": "stra_jax.data.face.pipeline.normalize_face",
+                "resize": "bilinear to H x W when the image differs (aligned crops)"}
+
+    @classmethod
+    def eval_images(cls, config: Any, paths: list[Path], image_size: tuple[int, int]
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """The verification pipeline (``verification_batches``) on ``paths``."""
+        from stra_jax.data.face.pipeline import FACE_MEAN, FACE_STD, verification_batches
+        from stra_jax.data.image_check import check_images
+        from stra_jax.data.reid.common import Record
+
+        check_images([Record(str(p), 0, 0) for p in paths])  # names a corrupt file up front
+        encoded = [Path(p).read_bytes() for p in paths]
+        batches = list(verification_batches(encoded, batch_size=len(paths), image_size=image_size))
+        images = np.concatenate(batches)[: len(paths)]
+        return images, np.clip((images * FACE_STD + FACE_MEAN) / 255.0, 0, 1)
+

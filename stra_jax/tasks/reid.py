@@ -2,14 +2,16 @@
 
 Config keys read here: ``dataset`` (name, root, skip_corrupt, optional ``synthetic`` spec and
 reader ``options``),
-``input`` (image_size, augment), ``seed``, ``train.label_smoothing``,
-``train.diversity_weight``. The evaluators (``config.evals``, usually one
-``reid_retrieval``) get the dataset's query and gallery.
+``input`` (image_size, augment), ``seed``, ``train.losses`` (weighted loss
+terms: identity cross-entropy "ce" and StRA's L_d "diversity"). The
+evaluators (``config.evals``, usually one ``reid_retrieval``) get the
+dataset's query and gallery.
 """
 from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import jax
@@ -17,7 +19,7 @@ import numpy as np
 
 from stra_jax.data.image_check import check_images
 from stra_jax.data.reid import ReIDDataset, prepare_dataset
-from stra_jax.losses import identity_objective
+from stra_jax.losses import LossContext, train_objective
 from stra_jax.tasks.base import Task
 
 
@@ -28,18 +30,16 @@ class ReIDTask(Task):
     progress_metrics = ("ce", "diversity", "accuracy")
     dataset: ReIDDataset
 
-    def load(self) -> str:
+    def __init__(self, config: Any, workdir=None) -> None:
+        super().__init__(config, workdir)
+        # Fail on bad loss settings before anything is read or created.
+        train_objective(config.train, LossContext())
+
+    def load_folder(self) -> str:
         """Read (or generate) the dataset, then decode every train, query and
         gallery image once (cached in ``WORKDIR/cache``): a corrupt file stops
-        the run here, naming it, or with ``dataset.skip_corrupt`` is skipped.
-        With ``dataset.source = "tfds"`` the TFDS build is read instead (its
-        images were checked when it was built)."""
+        the run here, naming it, or with ``dataset.skip_corrupt`` is skipped."""
         cfg = self.config.dataset
-        source = cfg.get("source", "folder")
-        if source == "tfds":
-            return self._load_tfds()
-        if source != "folder":
-            raise ValueError(f"config.dataset.source={source!r}: expected 'folder' or 'tfds'")
         synthetic = cfg.get("synthetic")
         options = cfg.get("options")  # the reader's keyword arguments (custom datasets)
         dataset = prepare_dataset(cfg.name, self.data_root(), synthetic.to_dict() if synthetic else None,
@@ -60,7 +60,9 @@ class ReIDTask(Task):
             note += " ..." if len(skipped) > 5 else ""
         return f"{self.dataset.summary()}\n{note}"
 
-    def _load_tfds(self) -> str:
+    def load_tfds(self) -> str:
+        """The TFDS build of ``dataset.name`` (its images were checked when it was
+        built); the built-in synthetic set is generated and built first when absent."""
         from stra_jax.data.tfds import build_reid_tfds, load_reid_tfds, tfds_name
 
         cfg = self.config.dataset
@@ -85,23 +87,55 @@ class ReIDTask(Task):
     def num_train_examples(self) -> int:
         return len(self.dataset.train)
 
+    def train_labels(self) -> np.ndarray:
+        """The (relabelled) pid of each training record."""
+        return np.asarray([r.pid for r in self.dataset.train], np.int64)
+
     def train_batches(self, *, epoch: int, start_step: int, global_batch: int, process_index: int,
                       process_count: int) -> Iterable[dict[str, np.ndarray]]:
-        from stra_jax.data.pipeline import Augment, numpy_batches, train_dataset
+        from stra_jax.data.reid.pipeline import Augment, numpy_batches, train_dataset
 
         cfg = self.config.input
         ds = train_dataset(self.dataset.train, global_batch=global_batch, image_size=tuple(cfg.image_size),
                            seed=self.config.seed, epoch=epoch, start_step=start_step,
                            augmentation=Augment(**cfg.augment.to_dict()), process_index=process_index,
-                           process_count=process_count, images=self.dataset.images)
+                           process_count=process_count, images=self.dataset.images, sampler=self.sampler)
         return numpy_batches(ds, [r.path for r in self.dataset.train], self.dataset.images)
 
     def loss(self, outputs: dict[str, jax.Array], batch: dict[str, jax.Array],
              collections: Mapping[str, Any]) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """Identity cross-entropy (optionally label-smoothed) + w * L_d."""
-        cfg = self.config.train
-        objective = identity_objective(cfg.label_smoothing, cfg.diversity_weight)
+        """The weighted terms of ``config.train.losses`` (the recipes: identity
+        cross-entropy, optionally label-smoothed, + w * L_d)."""
+        objective = train_objective(self.config.train, LossContext(num_classes=self.num_classes))
         return objective(outputs, batch, collections)
 
     def eval_context(self) -> dict[str, Any]:
         return {"reid_dataset": self.dataset}
+
+    def default_best_metric(self) -> str | None:
+        """mAP of the first ``reid_retrieval`` evaluator (by name), e.g. ``"reid/mAP"``."""
+        names = sorted(n for n, e in (self.config.get("evals") or {}).items() if e.get("type") == "reid_retrieval")
+        return f"{names[0]}/mAP" if names else None
+
+    @classmethod
+    def preprocessing(cls, config: Any) -> dict[str, Any]:
+        """ImageNet normalisation of [0, 1] RGB after a bilinear resize (``data/reid/pipeline.py``)."""
+        from stra_jax.data.reid.pipeline import IMAGENET_MEAN, IMAGENET_STD
+
+        return {"task": "reid", "range": [0.0, 1.0], "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+                "formula": "(rgb - mean) / std, rgb = uint8 / 255", "source": "stra_jax.data.reid.pipeline.normalize",
+                "resize": "bilinear to H x W"}
+
+    @classmethod
+    def eval_images(cls, config: Any, paths: list[Path], image_size: tuple[int, int]
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ReID evaluation pipeline (``eval_dataset``) on ``paths``."""
+        from stra_jax.data.image_check import check_images
+        from stra_jax.data.reid.common import Record
+        from stra_jax.data.reid.pipeline import IMAGENET_MEAN, IMAGENET_STD, eval_dataset, numpy_batches
+
+        names = [str(p) for p in paths]
+        check_images([Record(n, 0, 0) for n in names])  # names a corrupt file up front
+        images = np.concatenate([b["images"] for b in numpy_batches(
+            eval_dataset(names, batch_size=len(names), image_size=image_size), names)])[: len(names)]
+        return images, np.clip(images * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN), 0, 1)

@@ -28,20 +28,22 @@ import ast
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from stra_jax.data.tfds.registry import TFDSEntry
 
 
-def _targets(name: str) -> list[str]:
-    from stra_jax.data.tfds import TFDS_NAMES
+def _targets(name: str) -> list[TFDSEntry]:
+    """The ``TFDS_BUILDERS`` entries ``name`` builds; an unknown name lists the known ones."""
+    from stra_jax.data.tfds import TFDS_BUILDERS, tfds_targets
 
-    if name in TFDS_NAMES:
-        return [TFDS_NAMES[name]]
-    if name == "cuhk03_np":
-        return ["cuhk03_np/detected", "cuhk03_np/labeled"]
-    known = set(TFDS_NAMES.values()) | {"cuhk03_np"}
-    if name not in known:
-        raise ValueError(f"unknown dataset {name!r}: TFDS names {sorted(known)} or config names "
-                         f"{sorted(TFDS_NAMES)}")
-    return [name]
+    targets = tfds_targets(name)
+    if not targets:
+        datasets = sorted({TFDS_BUILDERS.get(n).dataset for n in TFDS_BUILDERS})
+        raise ValueError(f"unknown dataset {name!r}: TFDS names {TFDS_BUILDERS.names()} or dataset names "
+                         f"{datasets}")
+    return targets
 
 
 def _spec(pairs: list[str]) -> dict:
@@ -72,9 +74,10 @@ def main(argv: list[str] | None = None) -> int:
 
         tfds.disable_progress_bar()
 
-        from stra_jax.data.tfds.face import build_face_tfds, is_face_name
+        from stra_jax.data.tfds.face import build_face_tfds
 
-        if is_face_name(args.name):  # insightface sets: casia_webface, ms1m, ..., synthetic_faces
+        entries = _targets(args.name)
+        if entries[0].kind == "face":  # insightface sets: casia_webface, ms1m, ..., synthetic_faces
             if args.name.rpartition("/")[2] == "synthetic_faces":
                 from stra_jax.data.face.synthetic import FaceSyntheticSpec, generate_face_set
 
@@ -91,9 +94,9 @@ def main(argv: list[str] | None = None) -> int:
                       f"({time.perf_counter() - start:.1f} s)")
             return 0
 
-        targets = _targets(args.name)
+        targets = [entry.tfds_name for entry in entries]
         if targets == ["synthetic_reid"]:
-            from stra_jax.data.synthetic import SyntheticSpec, generate_market_layout
+            from stra_jax.data.reid.synthetic import SyntheticSpec, generate_market_layout
 
             manual = Path(args.manual_dir)
             if manual.is_dir() and not any(manual.iterdir()):

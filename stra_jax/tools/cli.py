@@ -83,11 +83,23 @@ def check_overrides(argv: list[str], config: Any) -> None:
         for key in dotted.split("."):
             keys = list(node.keys()) if hasattr(node, "keys") else []
             if key not in keys:
+                moved = _moved_keys().get(".".join(walked[1:] + [key]))
+                if moved:
+                    fail(f"--config.{dotted}: config.{'.'.join(walked[1:] + [key])} has moved: write it as {moved}")
                 near = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
                 hint = f'Did you mean "{near[0]}"? ' if near else ""
                 fail(f"--config.{dotted}: {'.'.join(walked)} has no key {key!r}. {hint}"
                      f"Keys of {'.'.join(walked)}: {sorted(keys)}")
             node, walked = node[key], walked + [key]
+
+
+def _moved_keys() -> dict[str, str]:
+    """Config keys of older layouts (``train.lr_gamma``, ...) -> where they live now."""
+    from stra_jax.losses import LEGACY_KEYS
+    from stra_jax.training import optim, schedules
+
+    return {f"train.{old}": new for table in (LEGACY_KEYS, optim.MOVED_KEYS, schedules.MOVED_KEYS)
+            for old, new in table.items()}
 
 
 MODEL_KWARGS = "--config.model.kwargs."

@@ -57,12 +57,14 @@ def run(config, checkpoint: str, output: str | None, visualize_ranks: int = 0, o
     evaluators = task.evaluators()
     if not evaluators:
         raise ValueError("config.evals is empty: nothing to evaluate")
-    rankers = [e for e in evaluators if hasattr(e, "write_rank_lists")] if visualize_ranks else []
-    if visualize_ranks and not rankers:
-        raise ValueError(f"--visualize-ranks needs a ReID evaluator (type reid_retrieval) in config.evals; "
-                         f"this config has {[e.name for e in evaluators]}")
-    for evaluator in rankers:
-        evaluator.retain_features = True  # rank the features run() scored, without extracting again
+    # eval.py's picture options; each evaluator declares the ones it understands.
+    options = {"visualize_ranks": visualize_ranks, "rank_worst": rank_worst, "rank_random": rank_random,
+               "rank_dir": as_path(out_dir) if out_dir else None}
+    if visualize_ranks and not any("visualize_ranks" in e.artifact_options for e in evaluators):
+        raise ValueError(f"--visualize-ranks needs a ReID evaluator (one that draws ranked lists: type "
+                         f"reid_retrieval) in config.evals; this config has {[e.name for e in evaluators]}")
+    for evaluator in evaluators:
+        evaluator.prepare_artifacts(options)
     model, variables = load_model(model_dir, expect_arch=config.model.name)
     info = read_model_spec(model_dir).get("info", {})
     print(f"model: {model_dir}" + (f" (step {info['step']})" if "step" in info else ""))
@@ -78,14 +80,13 @@ def run(config, checkpoint: str, output: str | None, visualize_ranks: int = 0, o
     out = as_path(output) if output else model_dir / f"eval_{dataset}.json"
     write_json_atomic(out, payload)
     print(f"wrote {out}")
-    for evaluator in evaluators:  # pictures, for evaluators that draw (e.g. ROC curves)
-        if hasattr(evaluator, "write_artifacts"):
-            for path in evaluator.write_artifacts(of_evaluator(metrics, evaluator.name), out.parent):
-                print(f"wrote {path}")
-    for evaluator in rankers:
-        written = evaluator.write_rank_lists(model, variables, as_path(out_dir) if out_dir else out.parent,
-                                             k=visualize_ranks, num_worst=rank_worst, num_random=rank_random)
-        print(f"wrote {len(written) - 1} ranked lists and their index {written[-1]}")
+    for evaluator in evaluators:  # pictures and files of evaluators that write them (ROC curves, ranked lists)
+        written = evaluator.write_artifacts(of_evaluator(metrics, evaluator.name), out.parent, model=model,
+                                            variables=variables, options=options)
+        for path in written if len(written) <= 3 else ():
+            print(f"wrote {path}")
+        if len(written) > 3:
+            print(f"wrote {len(written)} files of evaluator {evaluator.name} in {written[-1].parent}")
     print(tables(evaluators, metrics))
     return payload
 

@@ -16,7 +16,7 @@ a float32 NHWC batch (B, H, W, 3) of *normalised* images, any B, fixed H, W
 normalisation. Input size: ``--image-size``, else the run's ``config.json``
 ``input.image_size`` (a workdir, or the config training recorded in
 model.json), else the model's ``input_size`` (face nets, whose head fixes it),
-else 256x128 (``tools/visualize_modes.input_settings``).
+else 256x128 (``tools/run_inputs.input_settings``).
 
 ``--format stablehlo``: ``jax.export`` with a symbolic batch dimension;
 ``OUT/model.stablehlo`` (``Exported.serialize()``; read it back with
@@ -41,8 +41,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from stra_jax.tools.visualize_modes import input_settings, parse_size
-from stra_jax.utils import as_path, atomic_directory
+from stra_jax.tools.run_inputs import input_settings, task_and_config
+from stra_jax.utils import as_path, atomic_directory, parse_size
 
 FORMATS = ("savedmodel", "stablehlo")
 OUTPUTS = ("embedding", "features")
@@ -51,25 +51,6 @@ DEFAULT_PLATFORMS = ("cpu", "cuda")
 EXPORT_FORMAT = "stra-jax-export/1"
 STABLEHLO_FILE, MLIR_FILE, META_FILE = "model.stablehlo", "model.mlir", "export.json"
 SIGNATURE, INPUT_NAME = "serving_default", "images"
-
-
-def input_normalisation(task: str) -> dict[str, Any]:
-    """How images must be prepared for the exported network of ``task``:
-    ``(rgb - mean) / std`` per channel, rgb in ``range``, resized bilinearly.
-    The constants are the evaluation pipelines' own."""
-    if task == "reid":
-        from stra_jax.data.pipeline import IMAGENET_MEAN, IMAGENET_STD
-
-        return {"task": "reid", "range": [0.0, 1.0], "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
-                "formula": "(rgb - mean) / std, rgb = uint8 / 255", "source": "stra_jax.data.pipeline.normalize",
-                "resize": "bilinear to H x W"}
-    if task == "face":
-        from stra_jax.data.face.pipeline import FACE_MEAN, FACE_STD
-
-        return {"task": "face", "range": [0.0, 255.0], "mean": [FACE_MEAN] * 3, "std": [FACE_STD] * 3,
-                "formula": "(rgb - mean) / std, rgb = uint8 as float", "source": "stra_jax.data.face.pipeline.normalize_face",
-                "resize": "bilinear to H x W when the image differs (aligned crops)"}
-    return {"task": task, "note": "task unknown to the exporter: use that task's evaluation preprocessing"}
 
 
 def parse_platforms(text: str) -> tuple[str, ...]:
@@ -159,6 +140,7 @@ def export_model(checkpoint: str | Path, out: str | Path, fmt: str, image_size: 
     model, variables = load_model(model_dir)
     variables = {"params": variables["params"], "batch_stats": variables["batch_stats"]}
     size, task, source = input_settings(model, model_dir, workdir, image_size)
+    task_class, config = task_and_config(model_dir, workdir, task)
     forward = embedding_fn(model, output)
     # Trace once (no compile): a size the model cannot take fails here, naming it, before OUT is touched.
     shapes = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables,
@@ -169,7 +151,7 @@ def export_model(checkpoint: str | Path, out: str | Path, fmt: str, image_size: 
         "format": EXPORT_FORMAT, "export_format": fmt, "arch": spec["arch"], "kwargs": spec["kwargs"],
         "image_size": list(size), "image_size_source": source, "task": task,
         "input": {"name": INPUT_NAME, "shape": [None, *size, 3], "dtype": "float32", "layout": "NHWC",
-                  "normalisation": input_normalisation(task)},
+                  "normalisation": task_class.preprocessing(config)},
         "output": {"name": output, "dim": int(shapes[output].shape[-1]), "dtype": "float32",
                    "computed_as": f"model.apply(variables, images, train=False)[{output!r}]"},
         "checkpoint": str(model_dir), "workdir": str(workdir) if workdir else None,

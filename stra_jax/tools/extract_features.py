@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch_size < 1:
         parser.error(f"--batch-size {args.batch_size}: expected a positive integer")
 
-    from stra_jax.data.pipeline import check_images
+    from stra_jax.data.reid.pipeline import check_images
     from stra_jax.data.reid.common import Record, images_under
     from stra_jax.evaluation.features import extract_features
     from stra_jax.models import load_model

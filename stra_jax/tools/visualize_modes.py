@@ -11,82 +11,24 @@ searched recursively) writes ``OUT/NN_<name>_modes.png``: the input, the
 argmax-mode part map, the mean gate of each mode and one heat map per mode; and
 ``OUT/summary_modes.png``: one row per image (input, part map, the G masks).
 
-Preprocessing is the evaluation pipeline's (bilinear resize to the input size,
-then ImageNet normalisation for ReID, ``(x - 127.5) / 128`` for face models).
-Input size: ``--image-size``, else the run's ``config.json`` ``input.image_size``
-(a workdir, or the config training recorded in model.json), else the model's
+Preprocessing is the evaluation pipeline of the run's task (``Task.eval_images``:
+bilinear resize, then ImageNet normalisation for ReID, ``(x - 127.5) / 128`` for
+faces), read from the run (``tools/run_inputs.py``). Input size:
+``--image-size``, else the run's ``config.json`` ``input.image_size`` (a
+workdir, or the config training recorded in model.json), else the model's
 ``input_size`` (face models), else 256x128. Every PNG is written to a temporary
 name and renamed: an interrupted run leaves no half-written file.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from stra_jax.utils import as_path, atomic_file
-
-REID_IMAGE_SIZE = (256, 128)  # the ReID evaluator's default (evaluation/reid_retrieval.py)
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"H,W"`` or ``"HxW"`` -> (H, W)."""
-    try:
-        height, width = (int(v) for v in text.lower().replace("x", ",").split(","))
-        if height > 0 and width > 0:
-            return height, width
-    except ValueError:
-        pass
-    raise ValueError(f"--image-size {text}: expected H,W with positive integers, e.g. 256,128")
-
-
-def input_settings(model: Any, model_dir: Path, workdir: Path | None,
-                   image_size: tuple[int, int] | None) -> tuple[tuple[int, int], str, str]:
-    """``(image size, task "reid" | "face", where the size came from)`` for ``model``."""
-    from stra_jax.models.io import read_model_spec
-
-    config: dict[str, Any] = {}
-    source = ""
-    if workdir is not None and (workdir / "config.json").is_file():
-        config, source = json.loads((workdir / "config.json").read_text()), f"{workdir / 'config.json'}"
-    elif isinstance(read_model_spec(model_dir).get("info", {}).get("config"), dict):
-        config, source = read_model_spec(model_dir)["info"]["config"], f"{model_dir / 'model.json'} (info.config)"
-    is_face = type(model).__name__ == "FaceResNet" or getattr(model, "head", "reid") == "face"
-    task = config.get("task") or ("face" if is_face else "reid")
-    if image_size is not None:
-        return image_size, task, "--image-size"
-    size = (config.get("input") or {}).get("image_size")
-    if size:
-        return (int(size[0]), int(size[1])), task, f"input.image_size of {source}"
-    if getattr(model, "input_size", None):
-        return tuple(int(v) for v in model.input_size), task, "the model's input_size"
-    return REID_IMAGE_SIZE, task, "the ReID default"
-
-
-def load_images(paths: list[Path], image_size: tuple[int, int], task: str) -> tuple[np.ndarray, np.ndarray]:
-    """The evaluation preprocessing: ``(model input (N, H, W, 3) normalised, the same
-    images for display (N, H, W, 3) in [0, 1])``."""
-    from stra_jax.data.image_check import check_images
-    from stra_jax.data.reid.common import Record
-
-    check_images([Record(str(p), 0, 0) for p in paths])  # names a corrupt file up front
-    if task == "face":
-        from stra_jax.data.face.pipeline import verification_batches
-
-        encoded = [p.read_bytes() for p in paths]
-        batches = list(verification_batches(encoded, batch_size=len(paths), image_size=image_size))
-        images = np.concatenate(batches)[: len(paths)]
-        return images, np.clip((images * 128.0 + 127.5) / 255.0, 0, 1)
-    from stra_jax.data.pipeline import IMAGENET_MEAN, IMAGENET_STD, eval_dataset, numpy_batches
-
-    names = [str(p) for p in paths]
-    images = np.concatenate([b["images"] for b in numpy_batches(
-        eval_dataset(names, batch_size=len(names), image_size=image_size), names)])[: len(names)]
-    return images, np.clip(images * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN), 0, 1)
+from stra_jax.tools.run_inputs import input_settings, task_and_config
+from stra_jax.utils import as_path, atomic_file, parse_size
 
 
 def upsample(maps: np.ndarray, size: tuple[int, int], nearest: bool = False) -> np.ndarray:
@@ -259,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block", default=None, help="StRA block (module path); default: the last one")
     parser.add_argument("--max-images", type=int, default=8, help="draw the first N images (sorted)")
     parser.add_argument("--image-size", default=None, help="H,W of the model input (default: see above)")
+    parser.add_argument("--task", default=None, help="the task whose evaluation preprocessing to use when the "
+                        "model records no run (default: its family's, else reid)")
     args = parser.parse_args(argv)
     if args.max_images < 1:
         parser.error(f"--max-images {args.max_images}: expected a positive integer")
@@ -282,8 +226,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"{model_dir}: model {arch!r} has no StRA blocks with mode attention "
                              "(no mode masks to draw)")
         block = resolve_block(blocks, args.block)
-        image_size, task, source = input_settings(model, model_dir, workdir, size)
-        inputs, display = load_images(paths, image_size, task)
+        image_size, task, source = input_settings(model, model_dir, workdir, size, args.task)
+        task_class, config = task_and_config(model_dir, workdir, task)
+        inputs, display = task_class.eval_images(config, paths, image_size)
         maps = extract_modes(model, variables, inputs, block)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -18,8 +18,6 @@ from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 from stra_jax.utils import as_json, as_path, shape_mismatches, tree_shapes
 
-BEST_METRIC = "reid/mAP"
-
 
 def metric_value(metrics: dict[str, float], name: str) -> float:
     """``metrics[name]``; checkpoints written before evaluator names were
@@ -29,13 +27,16 @@ def metric_value(metrics: dict[str, float], name: str) -> float:
     return metrics.get(name.rsplit("/", 1)[-1], float("-inf"))
 
 
-def make_manager(workdir: str | epath.Path, keep_last: int = 3, best_metric: str = BEST_METRIC) -> ocp.CheckpointManager:
-    """Manager keeping the ``keep_last`` latest checkpoints plus the best by
-    ``best_metric`` (higher is better; a name from the evaluators, e.g. "reid/mAP")."""
-    policy = pp.AnyPreservationPolicy([
-        pp.LatestN(n=keep_last),
-        pp.BestN(get_metric_fn=lambda m: metric_value(m, best_metric), n=1, keep_checkpoints_without_metrics=False),
-    ])
+def make_manager(workdir: str | epath.Path, keep_last: int = 3, best_metric: str | None = None,
+                 ) -> ocp.CheckpointManager:
+    """Manager keeping the ``keep_last`` latest checkpoints plus, with
+    ``best_metric`` (higher is better; an evaluator metric such as "reid/mAP",
+    chosen by the task or ``config.train.best_metric``), the best by it."""
+    policies = [pp.LatestN(n=keep_last)]
+    if best_metric:
+        policies.append(pp.BestN(get_metric_fn=lambda m: metric_value(m, best_metric), n=1,
+                                 keep_checkpoints_without_metrics=False))
+    policy = pp.AnyPreservationPolicy(policies)
     options = ocp.CheckpointManagerOptions(preservation_policy=policy, enable_async_checkpointing=False,
                                            create=True)
     # Handlers named up front, so a fresh process can read item metadata before restoring.

@@ -35,9 +35,10 @@ from stra_jax.sharding import gather_to_host, make_mesh, prefetch_to_mesh, state
 from stra_jax.tasks import make_task
 from stra_jax.training import checkpoint
 from stra_jax.training.interrupt import Interrupted, SignalGuard
-from stra_jax.training.optim import make_optimizer, step_decay_schedule
+from stra_jax.training.optim import optimizer_from_config
+from stra_jax.training.schedules import make_schedule
 from stra_jax.training.state import TrainState
-from stra_jax.training.step import make_train_step
+from stra_jax.training.step import check_micro_batches, make_train_step
 from stra_jax.training.validate import check_train_config, check_workdir
 from stra_jax.training.writers import MetricWriter
 from stra_jax.utils import as_path, shape_mismatches, write_json_atomic
@@ -91,9 +92,10 @@ def _best_so_far(workdir: Path, metric: str) -> float:
     return checkpoint.metric_value(logged, metric)
 
 
-def announce_outputs(workdir: Path, best_metric: str, keep: int) -> None:
+def announce_outputs(workdir: Path, best_metric: str | None, keep: int) -> None:
+    kept = f"last {keep} + best by {best_metric}" if best_metric else f"last {keep}"
     print(f"workdir {workdir}\n"
-          f"  checkpoints    {workdir / 'checkpoints'} (last {keep} + best by {best_metric}; rerun to resume)\n"
+          f"  checkpoints    {workdir / 'checkpoints'} ({kept}; rerun to resume)\n"
           f"  models         {workdir / MODEL_BEST}, {workdir / MODEL_LAST} (for eval.py, extract_features)\n"
           f"  metrics        {workdir / 'metrics.jsonl'}, TensorBoard {workdir / 'tensorboard'}\n"
           f"  config, final  {workdir / 'config.json'}, {workdir / 'final_metrics.json'}", flush=True)
@@ -132,29 +134,28 @@ def _train(config, workdir: epath.Path, guard: SignalGuard, progress: dict[str, 
     if cfg.batch_size % (cfg.accum_steps * mesh.devices.size):
         raise ValueError(f"train.batch_size={cfg.batch_size} must divide into accum_steps={cfg.accum_steps} "
                          f"micro-batches over {mesh.devices.size} devices")
+    group_size = task.sampler.group_size  # examples each micro-batch keeps together (1: no grouping)
+    check_micro_batches(cfg.batch_size, cfg.accum_steps, group_size)
     evaluators = task.evaluators()
     for evaluator in evaluators:
         evaluator.check(mesh)
     model_kwargs = dict(config.model.kwargs, **task.model_overrides())
     model = create_model(config.model.name, **model_kwargs)
-    per_epoch = task.num_train_examples // cfg.batch_size
+    per_epoch = task.steps_per_epoch(cfg.batch_size)
     if per_epoch < 1:
         raise ValueError(f"{task.num_train_examples} training examples < one batch of train.batch_size="
                          f"{cfg.batch_size}")
     total_steps = per_epoch * cfg.epochs
     frozen_steps = per_epoch * cfg.frozen_epochs
-    # lr_milestones (epochs, MultiStepLR: the face recipe's 8, 12) or every lr_decay_every epochs (StepLR).
-    decay = ({"milestones_epochs": tuple(cfg.lr_milestones)} if cfg.get("lr_milestones")
-             else {"decay_every_epochs": cfg.lr_decay_every})
-    schedule = step_decay_schedule(cfg.lr, per_epoch, gamma=cfg.lr_gamma, **decay)
+    # config.train.schedule / .optimizer name registered ones (training/schedules.py, optim.py).
+    schedule = make_schedule(cfg.schedule, base_lr=cfg.lr, steps_per_epoch=per_epoch, total_steps=total_steps)
     frozen_groups = tuple(cfg.frozen_groups) if frozen_steps else ()
     abstract_params = abstract_variables(model)["params"]
-    tx = make_optimizer(cfg.optimizer, schedule, weight_decay=cfg.weight_decay,
-                        frozen_mask=frozen_param_mask(model, abstract_params, frozen_groups) if frozen_groups else None,
-                        frozen_steps=frozen_steps, b1=cfg.b1, b2=cfg.b2,
-                        momentum=cfg.get("momentum", 0.9), nesterov=cfg.get("nesterov", False))
+    tx = optimizer_from_config(
+        cfg, schedule, frozen_steps=frozen_steps,
+        frozen_mask=frozen_param_mask(model, abstract_params, frozen_groups) if frozen_groups else None)
 
-    best_metric = cfg.get("best_metric", checkpoint.BEST_METRIC)
+    best_metric = task.best_metric  # the task's choice, or config.train.best_metric
     workdir.mkdir(parents=True, exist_ok=True)
     manager = checkpoint.make_manager(workdir, keep_last=cfg.keep_checkpoints, best_metric=best_metric)
     meta = {"arch": config.model.name, "model_kwargs": model_kwargs}
@@ -175,7 +176,8 @@ def _train(config, workdir: epath.Path, guard: SignalGuard, progress: dict[str, 
     write_json_atomic(workdir / "config.json", config.to_dict())
     announce_outputs(workdir, best_metric, cfg.keep_checkpoints)
 
-    step_kw = dict(accum_steps=cfg.accum_steps, seed=config.seed, state_sharding=state_sharding)
+    step_kw = dict(accum_steps=cfg.accum_steps, group_size=group_size, seed=config.seed,
+                   state_sharding=state_sharding)
     open_step = make_train_step(model, tx, schedule, mesh, task.loss, **step_kw)
     frozen_step = make_train_step(model, tx, schedule, mesh, task.loss, frozen=frozen_groups, **step_kw)
 
@@ -205,7 +207,7 @@ def _train(config, workdir: epath.Path, guard: SignalGuard, progress: dict[str, 
                 write_model_dir(workdir / MODEL_LAST, config.model.name, model_kwargs, state.variables, info)
             if jax.process_index() == 0:
                 update_model_info(workdir / MODEL_LAST, info)
-                if best_metric in logged and logged[best_metric] > _best_so_far(workdir, best_metric):
+                if best_metric and best_metric in logged and logged[best_metric] > _best_so_far(workdir, best_metric):
                     copy_model_dir(workdir / MODEL_LAST, workdir / MODEL_BEST)
         return metrics
 

@@ -1,11 +1,22 @@
-"""Optimisers that reproduce torchreid's PyTorch training recipes exactly.
+"""Optimisers chosen by the config that reproduce torchreid's PyTorch recipes exactly.
 
-* ``step_decay_schedule``: PyTorch ``StepLR`` / ``MultiStepLR`` stepped once per
-  epoch, written as a function of the global optimiser step.
-* ``make_optimizer``: ``torch.optim.Adam`` / ``torch.optim.SGD`` with *coupled*
-  L2 weight decay (``grad += wd * param``) on every parameter, plus torchreid's
-  "fixbase" phase (pretrained layers frozen for the first steps).
+* ``OPTIMIZERS``: the registry of update directions, ``"adam"``
+  (``torch.optim.Adam``: b1, b2, eps) and ``"sgd"`` (``torch.optim.SGD``:
+  momentum, nesterov), each with *coupled* L2 weight decay (``grad += wd *
+  param``) on every parameter. ``config.train.optimizer = dict(name="adam",
+  b1=0.9, b2=0.999)`` names one and gives only its own keys; a key of another
+  optimiser (``b2`` under ``sgd``) is refused naming that optimiser.
+* ``make_optimizer`` / ``optimizer_from_config``: the direction, torchreid's
+  "fixbase" phase (pretrained layers frozen for the first steps) and the
+  learning-rate schedule (``training/schedules.py``).
 * ``freeze_until``: the reusable wrapper behind "fixbase".
+
+A new optimiser is one function whose keyword-only parameters are its config
+keys (``training/options.py``) and which returns the update direction without
+the learning rate (it is applied once, after the partition, see below)::
+
+    @OPTIMIZERS.register("rmsprop")
+    def rmsprop(weight_decay: float, key: str, *, decay: float = 0.99, eps: float = 1e-8): ...
 
 Layout of the freezing optimiser (all transforms see the global step through
 the single outer learning-rate counter)::
@@ -29,73 +40,28 @@ step a parameter actually has a gradient.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-OPTIMIZERS = ("adam", "sgd")
+from stra_jax.registry import Registry
+from stra_jax.training.options import check_keys, split_config
+from stra_jax.utils import check_moved_keys
+from stra_jax.training.schedules import Schedule
+
+OPTIMIZERS: Registry[Callable[..., optax.GradientTransformation]] = Registry("optimizer")
 OPEN, FROZEN = "open", "frozen"
-
-Schedule = Callable[[jax.Array], jax.Array]
-
-
-def step_decay_schedule(
-    base_lr: float,
-    steps_per_epoch: int,
-    *,
-    decay_every_epochs: int | None = None,
-    milestones_epochs: Sequence[int] | None = None,
-    gamma: float,
-) -> Schedule:
-    """Piecewise-constant learning rate, ``base_lr * gamma ** n_passed_boundaries``.
-
-    ``epoch = step // steps_per_epoch``. With ``decay_every_epochs=k`` the
-    boundaries are epochs k, 2k, ... (PyTorch ``StepLR(step_size=k)``); with
-    ``milestones_epochs`` they are those epochs (``MultiStepLR``; a repeated
-    milestone decays twice, as PyTorch's Counter does). Exactly one of the two
-    must be given.
-
-    Returns:
-        ``schedule(step: int scalar) -> float32 scalar``, jit-friendly.
-    """
-    if base_lr < 0:
-        raise ValueError(f"base_lr must be >= 0, got {base_lr}")
-    if steps_per_epoch <= 0:
-        raise ValueError(f"steps_per_epoch must be > 0, got {steps_per_epoch}")
-    if gamma <= 0:
-        raise ValueError(f"gamma must be > 0, got {gamma}")
-    if (decay_every_epochs is None) == (milestones_epochs is None):
-        raise ValueError("give exactly one of decay_every_epochs and milestones_epochs")
-
-    if decay_every_epochs is not None:
-        if decay_every_epochs <= 0:
-            raise ValueError(f"decay_every_epochs must be > 0, got {decay_every_epochs}")
-        every = int(decay_every_epochs)
-
-        def schedule(step: jax.Array) -> jax.Array:
-            epoch = jnp.asarray(step, jnp.int32) // steps_per_epoch
-            n = (epoch // every).astype(jnp.float32)
-            return jnp.float32(base_lr) * jnp.power(jnp.float32(gamma), n)
-
-        return schedule
-
-    milestones = sorted(int(m) for m in milestones_epochs)
-    if any(m < 0 for m in milestones):
-        raise ValueError(f"milestones_epochs must be >= 0, got {milestones}")
-    # Every reachable rate precomputed in float64 (as PyTorch's Python floats),
-    # so the table lookup only rounds once, to float32.
-    rates = jnp.asarray([base_lr * gamma**i for i in range(len(milestones) + 1)], jnp.float32)
-    bounds = jnp.asarray(milestones, jnp.int32)
-
-    def schedule(step: jax.Array) -> jax.Array:
-        epoch = jnp.asarray(step, jnp.int32) // steps_per_epoch
-        n = jnp.sum(epoch >= bounds) if milestones else 0
-        return rates[n]
-
-    return schedule
+# Keys of config.train before optimisers were chosen by name -> where they live now.
+MOVED_KEYS = {
+    "b1": "train.optimizer.b1 (optimizer 'adam')",
+    "b2": "train.optimizer.b2 (optimizer 'adam')",
+    "eps": "train.optimizer.eps (optimizer 'adam')",
+    "momentum": "train.optimizer.momentum (optimizer 'sgd')",
+    "nesterov": "train.optimizer.nesterov (optimizer 'sgd')",
+}
 
 
 class FreezeState(NamedTuple):
@@ -145,7 +111,7 @@ def freeze_until(inner: optax.GradientTransformation, frozen_steps: int) -> opta
 def _check_nonneg(**values: float) -> None:
     for name, value in values.items():
         if value < 0:
-            raise ValueError(f"{name} must be >= 0, got {value}")
+            raise ValueError(f"{name}={value!r}: expected a number >= 0")
 
 
 def _labels_fn(frozen_mask: Any) -> Callable[[Any], Any]:
@@ -171,6 +137,41 @@ def _labels_fn(frozen_mask: Any) -> Callable[[Any], Any]:
     return fn
 
 
+def _in_unit(key: str, value: Any) -> float:
+    """A decay rate: a number in [0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{key}={value!r}: expected a number in [0, 1)")
+    return float(value)
+
+
+@OPTIMIZERS.register("adam")
+def adam(weight_decay: float, key: str, *, b1: float = 0.9, b2: float = 0.999,
+         eps: float = 1e-8) -> optax.GradientTransformation:
+    """``torch.optim.Adam``'s direction: eps added to ``sqrt(v_hat)``, coupled decay."""
+    b1, b2 = _in_unit(f"{key}.b1", b1), _in_unit(f"{key}.b2", b2)
+    _check_nonneg(**{f"{key}.eps": eps})
+    # Decay first: PyTorch adds wd * param to the gradient before the moments.
+    return optax.chain(optax.add_decayed_weights(weight_decay),
+                       optax.scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=0.0))
+
+
+@OPTIMIZERS.register("sgd")
+def sgd(weight_decay: float, key: str, *, momentum: float = 0.9,
+        nesterov: bool = False) -> optax.GradientTransformation:
+    """``torch.optim.SGD``'s direction (dampening 0; the buffer starts at the
+    first gradient, which optax's zero-initialised trace reproduces). The
+    default momentum is the recipes' 0.9 (PyTorch's own default is 0)."""
+    momentum = _in_unit(f"{key}.momentum", momentum)
+    if not isinstance(nesterov, bool):
+        raise ValueError(f"{key}.nesterov={nesterov!r}: expected True or False")
+    if nesterov and momentum <= 0:
+        raise ValueError(f"{key}.nesterov=True requires momentum > 0 (as in PyTorch), got momentum={momentum}")
+    decay = optax.add_decayed_weights(weight_decay)
+    if momentum == 0:
+        return decay  # PyTorch keeps no buffer either: update = -lr * grad
+    return optax.chain(decay, optax.trace(decay=momentum, nesterov=nesterov))
+
+
 def make_optimizer(
     name: str,
     schedule: float | Schedule,
@@ -178,50 +179,37 @@ def make_optimizer(
     weight_decay: float,
     frozen_mask: Any = None,
     frozen_steps: int = 0,
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-8,
-    momentum: float = 0.9,
-    nesterov: bool = False,
+    config_key: str | None = None,
+    **options: Any,
 ) -> optax.GradientTransformation:
-    """PyTorch-exact Adam or SGD with coupled L2 decay and optional "fixbase".
+    """PyTorch-exact optimiser ``name`` with coupled L2 decay and optional "fixbase".
 
     Args:
-        name: "adam" (``torch.optim.Adam``) or "sgd" (``torch.optim.SGD``).
-        schedule: constant learning rate or ``schedule(global_step)``, e.g.
-            :func:`step_decay_schedule`; update number t (0-based) uses ``schedule(t)``.
+        name: a registered optimiser, "adam" (``torch.optim.Adam``) or "sgd"
+            (``torch.optim.SGD``).
+        schedule: constant learning rate or ``schedule(global_step)``, e.g. from
+            ``training.schedules.make_schedule``; update number t (0-based) uses
+            ``schedule(t)``.
         weight_decay: coupled L2 coefficient, ``grad += weight_decay * param``,
             on every parameter (biases and norm scales included, torchreid's default).
         frozen_mask: optional pytree of bools with the params' structure; True
             marks a parameter kept frozen (no update, no decay, no state
             change) for the first ``frozen_steps`` updates.
         frozen_steps: length of the frozen phase in optimiser steps.
-        b1, b2, eps: Adam's betas and epsilon (added to ``sqrt(v_hat)``).
-        momentum, nesterov: SGD's (dampening 0; the buffer starts at the first
-            gradient, which optax's zero-initialised trace reproduces).
+        config_key: the config key of the options (``"train.optimizer"``), for messages.
+        **options: the optimiser's own keys: adam's b1, b2, eps; sgd's momentum, nesterov.
 
     Returns:
         A GradientTransformation whose ``update`` needs ``params``; its state is
         a pytree of arrays only.
     """
-    if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
+    direction_fn = OPTIMIZERS.get(name, key=f"{config_key}.name" if config_key else None)
+    check_keys(OPTIMIZERS, name, options, config_key)
     lr0 = schedule if not callable(schedule) else float(schedule(jnp.zeros([], jnp.int32)))
-    _check_nonneg(learning_rate=lr0, weight_decay=weight_decay, eps=eps, momentum=momentum,
-                  frozen_steps=frozen_steps)
-    if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
-        raise ValueError(f"betas must be in [0, 1), got ({b1}, {b2})")
-    if nesterov and momentum <= 0:
-        raise ValueError("nesterov momentum requires momentum > 0 (as in PyTorch)")
+    _check_nonneg(learning_rate=lr0, weight_decay=weight_decay, frozen_steps=frozen_steps)
 
     def direction() -> optax.GradientTransformation:
-        # Decay first: PyTorch adds wd * param to the gradient before the moments.
-        decay = optax.add_decayed_weights(weight_decay)
-        if name == "adam":
-            return optax.chain(decay, optax.scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=0.0))
-        if momentum == 0:
-            return decay  # PyTorch keeps no buffer either: update = -lr * grad
-        return optax.chain(decay, optax.trace(decay=momentum, nesterov=nesterov))
+        return direction_fn(weight_decay, config_key or name, **options)
 
     if frozen_mask is None:
         core = direction()
@@ -233,3 +221,25 @@ def make_optimizer(
     # One counter for the whole optimiser = the global step, shared by both
     # groups exactly as PyTorch's one scheduler drives all param groups.
     return optax.chain(core, optax.scale_by_learning_rate(schedule))
+
+
+def _options(train: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    check_moved_keys(train, MOVED_KEYS)
+    return split_config(train.get("optimizer"), OPTIMIZERS, "train.optimizer")
+
+
+def optimizer_from_config(train_config: Mapping[str, Any], schedule: float | Schedule, *,
+                          frozen_mask: Any = None, frozen_steps: int = 0) -> optax.GradientTransformation:
+    """:func:`make_optimizer` from ``config.train``: ``optimizer = dict(name=...,
+    **its keys)`` and ``weight_decay``."""
+    name, options = _options(train_config)
+    return make_optimizer(name, schedule, weight_decay=train_config["weight_decay"], frozen_mask=frozen_mask,
+                          frozen_steps=frozen_steps, config_key="train.optimizer", **options)
+
+
+def check_optimizer_config(train: Mapping[str, Any]) -> None:
+    """Check ``config.train``'s optimiser before anything is built: moved flat
+    keys, the name, its keys and their values (ValueError naming the key)."""
+    name, options = _options(train)
+    # Builds only Python closures (no arrays, no step): the checks of the real call.
+    make_optimizer(name, 1.0, weight_decay=train.get("weight_decay", 0.0), config_key="train.optimizer", **options)

@@ -15,6 +15,28 @@ LossFn = Callable[[dict[str, jax.Array], dict[str, jax.Array], Mapping[str, Any]
                   tuple[jax.Array, dict[str, jax.Array]]]
 
 
+def check_micro_batches(global_batch: int, accum_steps: int, group_size: int = 1) -> None:
+    """Raise ValueError unless ``global_batch`` splits into ``accum_steps``
+    micro-batches of whole sampler groups (``group_size`` consecutive examples,
+    ``config.input.sampler``): (global_batch / group_size) % accum_steps == 0."""
+    if global_batch % group_size:
+        raise ValueError(f"train.batch_size={global_batch} is not a whole number of groups of {group_size} "
+                         "examples (the group size of config.input.sampler)")
+    if (global_batch // group_size) % accum_steps:
+        raise ValueError(f"train.batch_size={global_batch} is not train.accum_steps={accum_steps} micro-batches "
+                         f"of whole groups of {group_size} examples (the group size of config.input.sampler): "
+                         f"the batch must hold a multiple of {accum_steps} groups")
+
+
+def micro_batches(x: jax.Array, accum_steps: int, group_size: int = 1) -> jax.Array:
+    """(B, ...) -> (accum_steps, B / accum_steps, ...): micro-batch j holds the
+    groups j, j + k, j + 2k, ... (k = ``accum_steps``) of ``group_size``
+    consecutive examples, in order, so each keeps whole groups and stays spread
+    over the batch (and the devices). ``group_size`` 1: examples j, j + k, ...."""
+    groups = x.reshape(x.shape[0] // (accum_steps * group_size), accum_steps, group_size, *x.shape[1:])
+    return jnp.swapaxes(groups, 0, 1).reshape(accum_steps, x.shape[0] // accum_steps, *x.shape[1:])
+
+
 def make_train_step(
     model: Any,
     tx: optax.GradientTransformation,
@@ -24,6 +46,7 @@ def make_train_step(
     *,
     frozen: Sequence[str] = (),
     accum_steps: int = 1,
+    group_size: int = 1,
     seed: int = 0,
     state_sharding: Any = None,
 ) -> Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]:
@@ -43,14 +66,19 @@ def make_train_step(
     replicated); a task may split some leaves (``Task.sharding_rules``).
 
     ``accum_steps`` > 1: gradient accumulation for small devices. The global
-    batch is split into that many micro-batches (micro-batch j = examples j,
-    j+k, j+2k, ..., so each stays spread over all devices); gradients are
-    averaged, BatchNorm statistics updated once per micro-batch, and the
-    optimiser steps once.
+    batch is split into that many micro-batches (:func:`micro_batches`:
+    micro-batch j = groups j, j+k, j+2k, ... of ``group_size`` consecutive
+    examples, k = ``accum_steps``, so each keeps the sampler's groups whole
+    and stays spread over all devices; with ``group_size`` 1, examples j, j+k,
+    ...); gradients are averaged, BatchNorm statistics updated once per
+    micro-batch, and the optimiser steps once. The batch must hold a multiple
+    of ``accum_steps`` groups (:func:`check_micro_batches`).
     """
     frozen = tuple(frozen)
     if accum_steps < 1:
         raise ValueError(f"accum_steps={accum_steps}: expected a positive integer")
+    if group_size < 1:
+        raise ValueError(f"group_size={group_size}: expected a positive integer")
 
     def grads_of(params, batch_stats, batch, rng):
         def objective(p):
@@ -64,8 +92,7 @@ def make_train_step(
         return grads, metrics, new_stats
 
     def accumulated(params, batch_stats, batch, rng):
-        micro = jax.tree.map(
-            lambda x: jnp.swapaxes(x.reshape(x.shape[0] // accum_steps, accum_steps, *x.shape[1:]), 0, 1), batch)
+        micro = jax.tree.map(lambda x: micro_batches(x, accum_steps, group_size), batch)
 
         def body(carry, xs):
             total, stats = carry

@@ -8,15 +8,17 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from stra_jax.training.optim import check_optimizer_config
+from stra_jax.training.schedules import check_schedule_config
 from stra_jax.utils import as_path, is_remote
 
 # key of config.train -> (lowest allowed value, whether it must be an integer)
 _TRAIN_MINIMA: dict[str, tuple[float, bool]] = {
     "epochs": (1, True), "batch_size": (1, True), "accum_steps": (1, True), "frozen_epochs": (0, True),
-    "lr_decay_every": (1, True), "log_every": (1, True), "eval_every_epochs": (1, True),
+    "log_every": (1, True), "eval_every_epochs": (1, True),
     "checkpoint_every_epochs": (1, True), "checkpoint_every_steps": (0, True), "keep_checkpoints": (1, True),
     "prefetch": (0, True),
-    "weight_decay": (0.0, False), "diversity_weight": (0.0, False),
+    "weight_decay": (0.0, False),
 }
 
 
@@ -32,16 +34,10 @@ def check_train_config(config: Any) -> None:
             (integer and value != int(value))
         if wrong_type or value < lowest:
             raise ValueError(f"train.{key}={value!r}: expected {'an integer' if integer else 'a number'} >= {lowest}")
-    for key in ("lr", "lr_gamma"):
-        if key in train and not train[key] > 0:
-            raise ValueError(f"train.{key}={train[key]!r}: expected a number > 0")
-    milestones = train.get("lr_milestones") or ()
-    if any(isinstance(m, bool) or not isinstance(m, int) or m < 0 for m in milestones):
-        raise ValueError(f"train.lr_milestones={tuple(milestones)!r}: expected epochs, integers >= 0")
-    if "momentum" in train and not 0.0 <= train.momentum < 1.0:
-        raise ValueError(f"train.momentum={train.momentum!r}: expected a number in [0, 1)")
-    if "label_smoothing" in train and not 0.0 <= train.label_smoothing <= 1.0:
-        raise ValueError(f"train.label_smoothing={train.label_smoothing!r}: expected a number in [0, 1]")
+    if "lr" in train and not train.lr > 0:
+        raise ValueError(f"train.lr={train.lr!r}: expected a number > 0")
+    check_schedule_config(train)  # train.schedule: name, its own keys, their values
+    check_optimizer_config(train)  # train.optimizer: the same
     if train.frozen_epochs > train.epochs:
         raise ValueError(f"train.frozen_epochs={train.frozen_epochs} > train.epochs={train.epochs}: "
                          "the run would end frozen")

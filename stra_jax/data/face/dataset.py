@@ -6,7 +6,7 @@ insightface's folders (``faces_webface_112x112``, ``faces_emore``, ...) hold::
     ROOT/train.rec, ROOT/train.idx      the training images (MXNet RecordIO)
     ROOT/lfw.bin, ROOT/cfp_fp.bin, ...  verification pairs
 
-``read_face_dataset("recordio", ROOT)`` reads that layout; ``"folder"`` reads
+``prepare_face_dataset("recordio", ROOT)`` reads that layout; ``"folder"`` reads
 ``ROOT/train/<identity>/<image>`` (or ROOT itself when it has no ``train``
 sub-folder) and the ``.bin`` files of ROOT; ``"synthetic_faces"`` generates the
 built-in synthetic set into ROOT first (``stra_jax.data.face.synthetic``).
@@ -28,6 +28,7 @@ import numpy as np
 
 from stra_jax.data.face.folder import read_face_folder
 from stra_jax.data.face.recordio import RecordIOReader
+from stra_jax.registry import Registry
 
 BIN_SUFFIX = ".bin"
 
@@ -144,6 +145,14 @@ def find_verification_bins(root: Path, names: tuple[str, ...] = ()) -> dict[str,
     return {n: found[n] for n in names}
 
 
+#: face ``config.dataset.name`` -> reader ``reader(root, verification) -> FaceDataset``,
+#: registered beside each reader (``@FACE_READERS.register("name")``).
+FACE_READERS: Registry[Callable[..., FaceDataset]] = Registry("face dataset")
+
+
+# ``synthetic_faces`` is generated into ROOT first by prepare_face_dataset, then read as RecordIO.
+@FACE_READERS.register("synthetic_faces")
+@FACE_READERS.register("recordio")
 def read_recordio_dataset(root: str | os.PathLike, verification: tuple[str, ...] = ()) -> FaceDataset:
     root = Path(root)
     rec = root / "train.rec"
@@ -153,30 +162,23 @@ def read_recordio_dataset(root: str | os.PathLike, verification: tuple[str, ...]
     return FaceDataset("recordio", root, RecordIOTrainSet(rec), find_verification_bins(root, verification))
 
 
+@FACE_READERS.register("folder")
 def read_folder_dataset(root: str | os.PathLike, verification: tuple[str, ...] = ()) -> FaceDataset:
     root = Path(root)
     train = root / "train" if (root / "train").is_dir() else root
     return FaceDataset("folder", root, FolderTrainSet(train), find_verification_bins(root, verification))
 
 
-READERS: dict[str, Callable[..., FaceDataset]] = {
-    "recordio": read_recordio_dataset,
-    "folder": read_folder_dataset,
-    "synthetic_faces": read_recordio_dataset,  # generated first by prepare_face_dataset
-}
-
-
 def prepare_face_dataset(name: str, root: str | os.PathLike, synthetic: dict | None = None,
                          verification: tuple[str, ...] = ()) -> FaceDataset:
-    """Read a face dataset by name (one of ``READERS``); ``synthetic_faces`` is
+    """Read a face dataset by name (one of ``FACE_READERS``); ``synthetic_faces`` is
     generated into ``root`` first when absent (``synthetic``: keyword arguments
     of ``FaceSyntheticSpec``)."""
-    if name not in READERS:
-        raise ValueError(f"unknown face dataset {name!r}: known face datasets are {', '.join(sorted(READERS))}")
+    reader = FACE_READERS.get(name)
     if name == "synthetic_faces":
         from stra_jax.data.face.synthetic import FaceSyntheticSpec, generate_face_set
 
         generate_face_set(Path(root), FaceSyntheticSpec(**(synthetic or {})))
-    dataset = READERS[name](root, tuple(verification))
+    dataset = reader(root, tuple(verification))
     dataset.name = name
     return dataset

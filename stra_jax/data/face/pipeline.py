@@ -4,8 +4,9 @@ Training: encoded image -> decode -> resize to ``image_size`` when it differs
 (insightface's sets are already 112x112 aligned crops) -> random horizontal
 flip (the only augmentation) -> ``(x - 127.5) / 128``.
 
-Determinism, resume and hosts as for ReID (``stra_jax.data.pipeline``): the
-epoch's order is a permutation of (seed, epoch); the flip is stateless with a
+Determinism, resume and hosts as for ReID (``stra_jax.data.reid.pipeline``): the
+epoch's order comes from the sampler (``stra_jax.data.samplers``; by default a
+permutation of (seed, epoch)); the flip is stateless with a
 per-example seed from (seed, epoch, position); ``start_step`` skips to a batch;
 each global batch is split into ``process_count`` contiguous host slices and a
 host reads only its records. Records are read by one Python thread (RecordIO
@@ -22,12 +23,11 @@ from typing import Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
+from stra_jax.data import hide_gpus_from_tf
 from stra_jax.data.face.dataset import FaceTrainSet
 from stra_jax.data.image_check import decode_error
-from stra_jax.data.pipeline import host_epoch_slice
-
-# Keep TensorFlow off the accelerators JAX owns.
-tf.config.set_visible_devices([], "GPU")
+from stra_jax.data.iterate import numpy_iterator
+from stra_jax.data.samplers import Sampler, host_epoch_slice, sampler_for
 
 
 FACE_MEAN, FACE_STD = 127.5, 128.0  # insightface's (x - 127.5) / 128, as the paper
@@ -50,12 +50,16 @@ def decode_face(encoded: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
 
 def train_dataset(train: FaceTrainSet, *, global_batch: int, image_size: tuple[int, int] = (112, 112),
                   seed: int = 0, epoch: int = 0, start_step: int = 0, flip: bool = True,
-                  process_index: int = 0, process_count: int = 1) -> tuple[tf.data.Dataset, np.ndarray]:
+                  process_index: int = 0, process_count: int = 1, sampler: Sampler | None = None,
+                  ) -> tuple[tf.data.Dataset, np.ndarray]:
     """One epoch of this host's batches ``{"images": (b, H, W, 3) float32, "labels":
     (b,) int32}``, b = global_batch / process_count, from ``start_step`` on; also
-    returns the indices (into ``train``) it reads, in order, to name a bad one."""
-    order, seeds = host_epoch_slice(len(train), global_batch, seed, epoch, start_step, process_index,
-                                    process_count)
+    returns the indices (into ``train``) it reads, in order, to name a bad one.
+    ``sampler``: draws the epoch's global batches (default: the ``"random"``
+    permutation of ``train``)."""
+    hide_gpus_from_tf()
+    order, seeds = host_epoch_slice(sampler_for(sampler, len(train)), global_batch, seed, epoch, start_step,
+                                    process_index, process_count)
     local = global_batch // process_count
 
     def records():
@@ -81,15 +85,7 @@ def numpy_train_batches(train: FaceTrainSet, **kwargs) -> Iterator[dict[str, np.
     (undecodable image, bad label, truncated file) is named with its file and
     byte offset instead of TensorFlow's message."""
     ds, order = train_dataset(train, **kwargs)
-    iterator = ds.as_numpy_iterator()
-    while True:
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            return
-        except (tf.errors.OpError, ValueError) as err:
-            raise ValueError(_culprit(train, order, err)) from err
-        yield batch
+    yield from numpy_iterator(ds, (tf.errors.OpError, ValueError), lambda err: _culprit(train, order, err))
 
 
 def _culprit(train: FaceTrainSet, order: np.ndarray, err: Exception) -> str:
@@ -117,6 +113,7 @@ def verification_batches(images: Sequence[bytes], *, batch_size: int,
                          image_size: tuple[int, int] = (112, 112)) -> Iterator[np.ndarray]:
     """(batch_size, H, W, 3) float32 normalised batches of ``images`` in order; the
     last one padded with copies of the first image (drop rows >= len(images))."""
+    hide_gpus_from_tf()
     n = len(images)
     if n == 0:
         raise ValueError("verification_batches: no images")

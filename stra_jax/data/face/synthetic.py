@@ -36,30 +36,27 @@ Generating it (one process) on a 2-core machine shared with other jobs took 41 s
 (load ~2) to 56 s (load ~4) wall, 41-46 s CPU: ~6 ms per image, of which drawing
 ~4.5 and JPEG 0.2; an idle 2-core machine needs less.
 
-Determinism: every random quantity comes from ``np.random.default_rng([seed,
-stream, key...])`` keyed by what it describes, so the same spec gives
-byte-identical files whatever the order of generation.
+Determinism: every random quantity comes from ``spec.rng(stream, key...)``
+(``np.random.default_rng([seed, stream, key...])``, ``stra_jax.data.generated``)
+keyed by what it describes, so the same spec gives byte-identical files whatever
+the order of generation.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
-import io
 import json
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
 import numpy as np
 
-from stra_jax.data.face import synthetic_draw as draw
+import stra_jax.data.face.synthetic_draw as draw
 from stra_jax.data.face.recordio import write_face_recordio
 from stra_jax.data.face.verification_bin import write_verification_bin
-from stra_jax.utils import write_json_atomic
+from stra_jax.data.generated import GeneratedSpec, encode_jpeg, generate_atomically
 
 FORMAT = "stra-jax-face-synthetic/1"   # bump when drawing or planning changes
 LOOKALIKE_GROUP = 3          # identities per look-alike family (same colours and hair style)
@@ -73,13 +70,14 @@ _FAMILY, _MEMBER, _TRAIN_IMAGE, _PAIRS, _PAIR_IMAGE = range(5)
 
 
 @dataclass(frozen=True)
-class FaceSyntheticSpec:
+class FaceSyntheticSpec(GeneratedSpec):
     """Everything that determines the generated files (stored as ``spec.json``).
 
     ``num_train_ids`` x ``images_per_id`` training images; ``num_pair_ids``
     held-out identities for the two pair sets of ``pairs_per_set`` pairs each;
     square images of ``size`` pixels, JPEG quality ``jpeg_quality``.
     """
+    FORMAT: ClassVar[str] = FORMAT
     seed: int = 0
     num_train_ids: int = 200
     images_per_id: int = 24
@@ -88,10 +86,8 @@ class FaceSyntheticSpec:
     size: int = 112
     jpeg_quality: int = 95
 
-    def __post_init__(self) -> None:
-        problems = []
-        if self.seed < 0:
-            problems.append(f"seed={self.seed} must be >= 0")
+    def problems(self) -> list[str]:
+        problems = super().problems()
         if self.num_train_ids < 1 or self.images_per_id < 1:
             problems.append(f"num_train_ids={self.num_train_ids} and images_per_id={self.images_per_id} must be >= 1")
         if self.num_pair_ids < LOOKALIKE_GROUP + 1:
@@ -101,10 +97,7 @@ class FaceSyntheticSpec:
             problems.append(f"pairs_per_set={self.pairs_per_set} must be even and >= 2 (half same, half different)")
         if not 32 <= self.size <= 512:
             problems.append(f"size={self.size} must be in 32..512")
-        if not 1 <= self.jpeg_quality <= 95:
-            problems.append(f"jpeg_quality={self.jpeg_quality} must be in 1..95")
-        if problems:
-            raise ValueError("invalid FaceSyntheticSpec: " + "; ".join(problems))
+        return problems
 
     @property
     def train_ids(self) -> range:
@@ -115,9 +108,6 @@ class FaceSyntheticSpec:
     def pair_ids(self) -> range:
         """Global identity ids of the pair sets (disjoint from ``train_ids``)."""
         return range(self.num_train_ids, self.num_train_ids + self.num_pair_ids)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"format": FORMAT, **dataclasses.asdict(self)}
 
 
 @dataclass(frozen=True)
@@ -130,10 +120,6 @@ class PairPlan:
     issame: bool
     hard: bool
     nuisances: tuple[draw.FaceNuisance, draw.FaceNuisance]
-
-
-def _rng(spec: FaceSyntheticSpec, stream: int, *keys: int) -> np.random.Generator:
-    return np.random.default_rng([spec.seed, stream, *keys])
 
 
 def family(spec: FaceSyntheticSpec, ident: int) -> tuple[int, int]:
@@ -150,8 +136,8 @@ def face_identity(spec: FaceSyntheticSpec, ident: int) -> draw.FaceIdentity:
     if not 0 <= ident < spec.num_train_ids + spec.num_pair_ids:
         raise ValueError(f"identity {ident} out of range 0..{spec.num_train_ids + spec.num_pair_ids - 1}")
     split, fam = family(spec, ident)
-    appearance = draw.sample_appearance(_rng(spec, _FAMILY, split, fam))
-    return draw.sample_identity(appearance, _rng(spec, _MEMBER, split, ident - split * spec.num_train_ids))
+    appearance = draw.sample_appearance(spec.rng(_FAMILY, split, fam))
+    return draw.sample_identity(appearance, spec.rng(_MEMBER, split, ident - split * spec.num_train_ids))
 
 
 def sample_nuisance(rng: np.random.Generator, abs_yaw_deg: float, level: float = 1.0) -> draw.FaceNuisance:
@@ -181,12 +167,12 @@ def sample_nuisance(rng: np.random.Generator, abs_yaw_deg: float, level: float =
 def train_nuisance(spec: FaceSyntheticSpec, label: int, index: int) -> draw.FaceNuisance:
     """Nuisance of training image ``index`` of ``label``: |yaw| = 80 deg * U^1.5
     (mean 32 deg, a quarter beyond 50 deg), full-strength other nuisances."""
-    rng = _rng(spec, _TRAIN_IMAGE, label, index)
+    rng = spec.rng(_TRAIN_IMAGE, label, index)
     return sample_nuisance(rng, 80.0 * rng.random() ** 1.5, 1.0)
 
 
 def _pair_nuisance(spec: FaceSyntheticSpec, which: str, i: int, slot: int) -> draw.FaceNuisance:
-    rng = _rng(spec, _PAIR_IMAGE, list(PAIR_SETS).index(which), i, slot)
+    rng = spec.rng(_PAIR_IMAGE, list(PAIR_SETS).index(which), i, slot)
     if which == "lfw":
         return sample_nuisance(rng, rng.uniform(0.0, 15.0), 0.5)
     return sample_nuisance(rng, rng.uniform(0.0, 10.0) if slot == 0 else rng.uniform(50.0, 80.0), 0.7)
@@ -201,7 +187,7 @@ def plan_pairs(spec: FaceSyntheticSpec, which: str) -> list[PairPlan]:
     """
     if which not in PAIR_SETS:
         raise ValueError(f"unknown pair set {which!r}; expected one of {sorted(PAIR_SETS)}")
-    rng = _rng(spec, _PAIRS, list(PAIR_SETS).index(which))
+    rng = spec.rng(_PAIRS, list(PAIR_SETS).index(which))
     ids = np.array(spec.pair_ids)
     fams = np.array([family(spec, int(i))[1] for i in ids])
     multi = [f for f in np.unique(fams) if (fams == f).sum() >= 2]
@@ -233,35 +219,6 @@ def render_train(spec: FaceSyntheticSpec, label: int, index: int) -> np.ndarray:
 def render_pair_image(spec: FaceSyntheticSpec, pair: PairPlan, slot: int) -> np.ndarray:
     """Image ``slot`` (0 or 1) of ``pair``: (size, size, 3) uint8 RGB."""
     return draw.render_face(face_identity(spec, pair.ids[slot]), pair.nuisances[slot], spec.size)
-
-
-def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
-    """(H, W, 3) uint8 -> JPEG bytes with fixed settings (no metadata): deterministic."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(image, "RGB").save(buf, format="JPEG", quality=quality, subsampling="4:2:0", optimize=False)
-    return buf.getvalue()
-
-
-def _check_existing(root: Path, spec: FaceSyntheticSpec) -> None:
-    """Raise ValueError unless ``root`` holds exactly the set generated from ``spec``."""
-    path = root / "spec.json"
-    if not root.is_dir() or not path.is_file():
-        found = sorted(p.name for p in root.iterdir())[:8] if root.is_dir() else "a file"
-        raise ValueError(f"{root}: exists but is not a synthetic face set (no spec.json; found {found}); "
-                         "choose another directory or remove it")
-    stored, wanted = json.loads(path.read_text()), spec.to_json()
-    diff = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
-    if diff:
-        details = ", ".join(f"{k}: {stored.get(k)!r} on disk vs {wanted.get(k)!r} requested" for k in diff)
-        raise ValueError(f"{root}: holds a synthetic face set with a different spec (differing fields: "
-                         f"{details}); choose another directory or remove it")
-    names = {p.name for p in root.iterdir()}
-    missing, extra = sorted(set(FILES) - names), sorted(names - set(FILES))
-    if missing or extra:
-        raise ValueError(f"{root}: synthetic face set with unexpected contents (missing {missing}, "
-                         f"unrelated {extra}); choose another directory or remove it")
 
 
 def _readme(spec: FaceSyntheticSpec, plans: dict[str, list[PairPlan]]) -> str:
@@ -296,32 +253,17 @@ def generate_face_set(out_dir: str | os.PathLike, spec: FaceSyntheticSpec | None
     ``out_dir`` is either complete or untouched.
     """
     spec = FaceSyntheticSpec() if spec is None else spec
-    root = Path(out_dir).absolute()
-    if root.is_dir() and not any(root.iterdir()):
-        root.rmdir()
-    if root.exists():
-        _check_existing(root, spec)
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
-    try:
+
+    def write(folder: Path) -> None:
         q = spec.jpeg_quality
-        write_face_recordio(staging / "train.rec",
+        write_face_recordio(folder / "train.rec",
                             ((encode_jpeg(render_train(spec, label, i), q), label)
                              for label in spec.train_ids for i in range(spec.images_per_id)),
                             identity_header=True)
         plans = {which: plan_pairs(spec, which) for which in PAIR_SETS}
         for which, plan in plans.items():
             images = [encode_jpeg(render_pair_image(spec, pair, slot), q) for pair in plan for slot in (0, 1)]
-            write_verification_bin(staging / PAIR_SETS[which], images, [pair.issame for pair in plan])
-        (staging / "README.txt").write_text(_readme(spec, plans))
-        write_json_atomic(staging / "spec.json", spec.to_json())  # last: marks a complete set
-        try:
-            os.rename(staging, root)
-        except OSError:
-            if not root.exists():
-                raise
-            _check_existing(root, spec)  # another process finished first
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return root
+            write_verification_bin(folder / PAIR_SETS[which], images, [pair.issame for pair in plan])
+        (folder / "README.txt").write_text(_readme(spec, plans))
+
+    return generate_atomically(out_dir, spec, write, what="synthetic face set", files=FILES, fill_empty=True)

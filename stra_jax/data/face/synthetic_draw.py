@@ -23,24 +23,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
-def _palette(rgb: list[tuple[int, int, int]]) -> np.ndarray:
-    """(N, 3) float32 RGB, read-only."""
-    a = np.array(rgb, np.float32)
-    a.flags.writeable = False
-    return a
-
+from stra_jax.data.generated import palette
 
 # Small palettes: many identities share every colour attribute.
-SKIN = _palette([(241, 206, 178), (226, 180, 146), (200, 150, 112), (166, 116, 82), (124, 84, 58), (90, 60, 44)])
-HAIR = _palette([(26, 22, 20), (64, 42, 28), (112, 74, 42), (206, 172, 108), (146, 66, 34),
+SKIN = palette([(241, 206, 178), (226, 180, 146), (200, 150, 112), (166, 116, 82), (124, 84, 58), (90, 60, 44)])
+HAIR = palette([(26, 22, 20), (64, 42, 28), (112, 74, 42), (206, 172, 108), (146, 66, 34),
                  (168, 166, 162)])  # black, dark brown, brown, blond, auburn, grey
-BROW = _palette([(30, 24, 22), (62, 42, 30), (104, 72, 46), (170, 140, 96)])
-IRIS = _palette([(62, 40, 24), (118, 84, 44), (74, 112, 164), (78, 120, 76), (104, 106, 116)])
-LIP = _palette([(190, 96, 100), (160, 78, 76), (206, 128, 126), (128, 66, 64)])
-BACKGROUND = _palette([(200, 200, 196), (120, 130, 150), (60, 64, 70), (150, 170, 140), (190, 170, 140),
+BROW = palette([(30, 24, 22), (62, 42, 30), (104, 72, 46), (170, 140, 96)])
+IRIS = palette([(62, 40, 24), (118, 84, 44), (74, 112, 164), (78, 120, 76), (104, 106, 116)])
+LIP = palette([(190, 96, 100), (160, 78, 76), (206, 128, 126), (128, 66, 64)])
+BACKGROUND = palette([(200, 200, 196), (120, 130, 150), (60, 64, 70), (150, 170, 140), (190, 170, 140),
                        (90, 110, 140), (160, 110, 100), (230, 226, 210), (40, 48, 44), (130, 120, 110)])
-OCCLUDER = _palette([(20, 22, 26), (226, 228, 232), (126, 168, 210), (60, 60, 70), (170, 60, 60)])
+OCCLUDER = palette([(20, 22, 26), (226, 228, 232), (126, 168, 210), (60, 60, 70), (170, 60, 60)])
 
 BALD, SHORT, LONG, FRINGE = range(4)                 # hair styles
 ROUND, ALMOND, NARROW = range(3)                     # eye shapes

@@ -12,14 +12,20 @@ import io
 import os
 import re
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 from etils import epath
 
+from stra_jax.registry import Registry
 from stra_jax.utils import as_path, is_remote
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 MARKET_NAME = re.compile(r"([-\d]+)_c(\d+)")  # PPPP_cCsS_FFFFFF_BB.jpg
+
+#: ``config.dataset.name`` -> reader ``reader(root, **options) -> ReIDDataset``; the
+#: keyword options after ``root`` are its ``config.dataset.options``. Register a reader
+#: beside it: ``@REID_READERS.register("my_set")``.
+REID_READERS: Registry[Callable[..., ReIDDataset]] = Registry("dataset")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from stra_jax.data.reid.common import ReIDDataset, Record, build_dataset, dataset_path, missing_files, require_dir
+from stra_jax.data.reid.common import (REID_READERS, ReIDDataset, Record, build_dataset, dataset_path, missing_files,
+                                      require_dir)
 
 SUBSETS = ("detected", "labeled")
 _KEYS = ("filelist", "labels", "camId", "train_idx", "query_idx", "gallery_idx")
@@ -69,3 +70,16 @@ def read_cuhk03(root: str | Path, subset: str = "detected") -> ReIDDataset:
         raise FileNotFoundError(f"{image_dir}: {len(absent)} images named in {config_path.name} are "
                                 f"missing, e.g. {absent[:3]}")
     return build_dataset(f"cuhk03_{subset}", root, train, query, gallery)
+
+
+# The new protocol's two box sets, each a dataset name (no options: the subset is the name).
+@REID_READERS.register("cuhk03_detected")
+def read_cuhk03_detected(root: str | Path) -> ReIDDataset:
+    """CUHK03-NP, detected (DPM) boxes."""
+    return read_cuhk03(root, "detected")
+
+
+@REID_READERS.register("cuhk03_labeled")
+def read_cuhk03_labeled(root: str | Path) -> ReIDDataset:
+    """CUHK03-NP, hand-labeled boxes."""
+    return read_cuhk03(root, "labeled")

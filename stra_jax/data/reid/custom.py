@@ -28,7 +28,7 @@ import os
 import re
 from pathlib import Path
 
-from stra_jax.data.reid.common import (IMAGE_SUFFIXES, ReIDDataset, Record, build_dataset, dataset_path,
+from stra_jax.data.reid.common import (IMAGE_SUFFIXES, REID_READERS, ReIDDataset, Record, build_dataset, dataset_path,
                                       image_files)
 from stra_jax.utils import is_remote
 
@@ -47,6 +47,7 @@ def _camera(path: Path, pattern: re.Pattern | None, split: str) -> int:
     return int(match.group(1))
 
 
+@REID_READERS.register("folder")  # your own data: a folder per identity
 def read_identity_folders(root: str | Path, camera_pattern: str = r"_c(\d+)") -> ReIDDataset:
     """``ROOT/{train,query,gallery}/<identity>/`` -> a dataset; identities by folder name."""
     root = dataset_path(root)
@@ -80,6 +81,7 @@ def _integer(value: str, column: str, where: str) -> int:
         raise ValueError(f"{where}: {column} {value!r} is not an integer") from None
 
 
+@REID_READERS.register("csv")  # your own data: path, pid, camid, split
 def read_csv_dataset(root: str | Path, csv_file: str = "dataset.csv") -> ReIDDataset:
     """``ROOT/<csv_file>`` rows (path, pid, camid, split) -> a dataset."""
     root = dataset_path(root)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stra_jax.data.reid.common import ReIDDataset, build_dataset, dataset_path, parse_market_folder, require_dir
+from stra_jax.data.reid.common import (REID_READERS, ReIDDataset, build_dataset, dataset_path, parse_market_folder,
+                                      require_dir)
 
 _SUBFOLDERS = ("bounding_box_train", "query", "bounding_box_test")
 _LAYOUT = "ROOT/{bounding_box_train,query,bounding_box_test}/PPPP_cCsS_FFFFFF_BB.jpg"
@@ -30,16 +31,20 @@ def _read_market_layout(name: str, root: str | Path, extracted_name: str, num_ca
     return build_dataset(name, base, train, query, gallery)
 
 
+@REID_READERS.register("market1501")
 def read_market1501(root: str | Path) -> ReIDDataset:
     """Market-1501 (6 cameras)."""
     return _read_market_layout("market1501", root, "Market-1501-v15.09.15", num_cameras=6)
 
 
+@REID_READERS.register("dukemtmcreid")
 def read_dukemtmc(root: str | Path) -> ReIDDataset:
     """DukeMTMC-reID (same layout, 8 cameras)."""
     return _read_market_layout("dukemtmcreid", root, "DukeMTMC-reID", num_cameras=8)
 
 
+# Generated into ``root`` first by ``prepare_dataset("synthetic", ...)``.
+@REID_READERS.register("synthetic")
 def read_synthetic(root: str | Path) -> ReIDDataset:
-    """The generated set of ``stra_jax.data.synthetic`` (Market-1501 layout, up to 9 cameras)."""
+    """The generated set of ``stra_jax.data.reid.synthetic`` (Market-1501 layout, up to 9 cameras)."""
     return _read_market_layout("synthetic", root, "synthetic", num_cameras=9)

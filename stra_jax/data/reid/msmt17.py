@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stra_jax.data.reid.common import ReIDDataset, Record, build_dataset, dataset_path, missing_files, require_dir
+from stra_jax.data.reid.common import (REID_READERS, ReIDDataset, Record, build_dataset, dataset_path, missing_files,
+                                      require_dir)
 
 _VERSIONS = {"MSMT17_V1": ("train", "test"), "MSMT17_V2": ("mask_train_v2", "mask_test_v2")}
 _LAYOUT = "ROOT/MSMT17_V1/{train,test}/ + ROOT/MSMT17_V1/list_{train,val,query,gallery}.txt"
@@ -40,6 +41,7 @@ def _read_list(list_path: Path, image_dir: Path) -> list[Record]:
     return records
 
 
+@REID_READERS.register("msmt17")
 def read_msmt17(root: str | Path, use_val: bool = False) -> ReIDDataset:
     root = dataset_path(root)
     for version, (train_dir, test_dir) in _VERSIONS.items():

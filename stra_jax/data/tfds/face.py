@@ -47,9 +47,11 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from stra_jax.data import hide_gpus_from_tf
 from stra_jax.data.face.dataset import BIN_SUFFIX, RecordIOTrainSet, find_verification_bins
 from stra_jax.data.face.verification_bin import read_verification_bin
 from stra_jax.data.image_check import decode_error
+from stra_jax.data.tfds.registry import register_tfds, tfds_targets
 
 #: BuilderConfig names: one per insightface set (plus ``custom`` and ``synthetic_faces``).
 FACE_SETS = ("casia_webface", "ms1m", "glint360k", "custom", "synthetic_faces")
@@ -99,6 +101,15 @@ def check_manual_dir(name: str, manual_dir: str | os.PathLike, *, train: bool = 
     return root
 
 
+def _register_sets(builder: type) -> type:
+    """Class decorator: register every set (BuilderConfig) of a face builder in
+    ``TFDS_BUILDERS`` as the build of that set."""
+    for set_name in FACE_SETS:
+        register_tfds(builder, set_name, config=set_name, kind="face")
+    return builder
+
+
+@_register_sets
 class FaceRecordio(tfds.core.GeneratorBasedBuilder):
     """insightface's training set (``train.rec`` + ``train.idx``), ArrayRecord files."""
 
@@ -143,6 +154,7 @@ class FaceRecordio(tfds.core.GeneratorBasedBuilder):
             yield index, {"image": image, "label": label}
 
 
+@_register_sets
 class FaceVerification(tfds.core.GeneratorBasedBuilder):
     """insightface's ``.bin`` verification sets: one split per file."""
 
@@ -206,11 +218,9 @@ def tfds_config_for(dataset: str, root: str = "", tfds_config: str = "") -> str:
 def face_tfds_names(name: str) -> list[str]:
     """``name`` -> the TFDS names to build: a set (``ms1m``) -> both builders;
     ``face_recordio/ms1m`` or ``face_verification/ms1m`` -> that one."""
-    if name in FACE_SETS:
-        return [f"{TRAIN_BUILDER}/{name}", f"{VERIFICATION_BUILDER}/{name}"]
-    builder, _, config = name.partition("/")
-    if builder in (TRAIN_BUILDER, VERIFICATION_BUILDER) and config in FACE_SETS:
-        return [name]
+    found = tfds_targets(name, kind="face")
+    if found:
+        return [entry.tfds_name for entry in found]
     raise ValueError(f"unknown face TFDS name {name!r}: a set ({', '.join(FACE_SETS)}) or "
                      f"{TRAIN_BUILDER}/SET or {VERIFICATION_BUILDER}/SET")
 
@@ -232,6 +242,7 @@ def build_face_tfds(name: str, manual_dir: str | os.PathLike, data_dir: str | os
     versions are reused. ``manual_dir`` is checked for everything the builders
     need before anything is written; a failed build removes the folders it
     created (TFDS removes its own incomplete folder)."""
+    hide_gpus_from_tf()  # TFDS runs TF ops: keep TF off JAX's GPUs
     names = face_tfds_names(name)
     check_manual_dir(name, manual_dir, train=any(n.startswith(TRAIN_BUILDER) for n in names),
                      verification=any(n.startswith(VERIFICATION_BUILDER) for n in names))
@@ -351,6 +362,7 @@ def _example(example: dict[str, Any]) -> tuple[bytes, int]:
 
 def load_face_train(set_name: str, data_dir: str | os.PathLike | None) -> TFDSTrainSet:
     """The built ``face_recordio/<set_name>`` of ``data_dir`` as a training set."""
+    hide_gpus_from_tf()  # TFDS runs TF ops: keep TF off JAX's GPUs
     data_dir = None if data_dir is None else os.fspath(data_dir)
     builder = tfds.builder(f"{TRAIN_BUILDER}/{set_name}", data_dir=data_dir)
     _require_built(builder, data_dir)
@@ -363,6 +375,7 @@ def load_face_verification(set_name: str, data_dir: str | os.PathLike | None,
     ``face_verification/<set_name>``: images 2i and 2i+1 are pair i, as
     ``read_verification_bin`` returns them; all splits (sorted) or the named
     ones (a missing one is named with what is there)."""
+    hide_gpus_from_tf()  # TFDS runs TF ops: keep TF off JAX's GPUs
     data_dir = None if data_dir is None else os.fspath(data_dir)
     builder = tfds.builder(f"{VERIFICATION_BUILDER}/{set_name}", data_dir=data_dir)
     _require_built(builder, data_dir)

@@ -33,7 +33,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from stra_jax.data.image_check import check_images
-from stra_jax.data.reid import READERS, ReIDDataset
+from stra_jax.data.reid import REID_READERS, ReIDDataset
+from stra_jax.data.tfds.registry import TFDS_BUILDERS, register_tfds
 
 SPLITS = ("train", "query", "gallery")
 _WHERE = ("The data cannot be downloaded automatically. Extract it yourself and pass the "
@@ -51,8 +52,10 @@ class ReIDBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     DESCRIPTION: ClassVar[str] = ""
 
     def reader_name(self) -> str:
-        """The ``stra_jax.data.reid.READERS`` key that reads ``manual_dir``."""
-        raise NotImplementedError
+        """The ``stra_jax.data.reid.REID_READERS`` name that reads ``manual_dir``:
+        the dataset this builder (and config) is registered for."""
+        config = self.builder_config.name if self.builder_config else ""
+        return TFDS_BUILDERS.get(f"{self.name}/{config}" if config else self.name).dataset
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
@@ -81,13 +84,13 @@ class ReIDBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
 
 def read_manual_dir(name: str, reader: str, manual_dir: str, layout: str) -> ReIDDataset:
-    """The dataset in ``manual_dir`` read by ``READERS[reader]``, every image decoded
+    """The dataset in ``manual_dir`` read by ``REID_READERS[reader]``, every image decoded
     once; a missing folder or a bad file fails naming ``manual_dir`` and the layout."""
     if not tf.io.gfile.isdir(manual_dir):
         raise FileNotFoundError(f"{name}: manual_dir {manual_dir} is not a folder; expected the "
                                 f"extracted dataset with the layout {layout}")
     try:
-        dataset = READERS[reader](manual_dir)
+        dataset = REID_READERS.get(reader)(manual_dir)
     except (FileNotFoundError, ValueError) as err:
         raise ValueError(f"{name}: manual_dir {manual_dir} is not the expected layout {layout}: {err}") from None
     check_images(dataset.train + dataset.query + dataset.gallery)  # names a corrupt file
@@ -106,8 +109,8 @@ class Market1501(ReIDBuilder):
     HOMEPAGE = "https://zheng-lab-anu.github.io/Project/project_reid.html"
     DESCRIPTION = "Market-1501: 751 train ids (12,936 images), 3,368 queries, 19,732 gallery images."
 
-    def reader_name(self) -> str:
-        return "market1501"
+
+register_tfds(Market1501, "market1501")
 
 
 class DukemtmcReid(ReIDBuilder):
@@ -117,8 +120,8 @@ class DukemtmcReid(ReIDBuilder):
     MANUAL_DOWNLOAD_INSTRUCTIONS = _instructions("dukemtmc_reid", LAYOUT)
     DESCRIPTION = "DukeMTMC-reID: 702 train ids (16,522 images), 2,228 queries, 17,661 gallery images."
 
-    def reader_name(self) -> str:
-        return "dukemtmcreid"
+
+register_tfds(DukemtmcReid, "dukemtmcreid")
 
 
 class Cuhk03Np(ReIDBuilder):
@@ -132,8 +135,9 @@ class Cuhk03Np(ReIDBuilder):
     MANUAL_DOWNLOAD_INSTRUCTIONS = _instructions("cuhk03_np/detected", LAYOUT)
     DESCRIPTION = "CUHK03-NP: 767 train ids, 700 test ids, 1,400 queries."
 
-    def reader_name(self) -> str:
-        return f"cuhk03_{self.builder_config.name}"
+
+register_tfds(Cuhk03Np, "cuhk03_detected", config="detected")
+register_tfds(Cuhk03Np, "cuhk03_labeled", config="labeled")
 
 
 class Msmt17(ReIDBuilder):
@@ -144,29 +148,18 @@ class Msmt17(ReIDBuilder):
     MANUAL_DOWNLOAD_INSTRUCTIONS = _instructions("msmt17", LAYOUT)
     DESCRIPTION = "MSMT17: 1,041 train ids (30,248 images), 11,659 queries, 82,161 gallery images."
 
-    def reader_name(self) -> str:
-        return "msmt17"
+
+register_tfds(Msmt17, "msmt17")
 
 
 class SyntheticReid(ReIDBuilder):
-    """The built-in synthetic set (``stra_jax.data.synthetic``, Market-1501 layout)."""
+    """The built-in synthetic set (``stra_jax.data.reid.synthetic``, Market-1501 layout)."""
 
     LAYOUT = "MANUAL_DIR/{bounding_box_train,query,bounding_box_test}/PPPP_cCsS_FFFFFF_BB.jpg (generated)"
     MANUAL_DOWNLOAD_INSTRUCTIONS = ("Generate the set first (python -m stra_jax.tools.build_tfds "
                                     "synthetic_reid --manual_dir DIR --data_dir DIR generates it into an "
                                     "empty DIR). Layout:\n\n    " + LAYOUT + "\n")
-    DESCRIPTION = "Synthetic part-structured pedestrians (stra_jax.data.synthetic)."
-
-    def reader_name(self) -> str:
-        return "synthetic"
+    DESCRIPTION = "Synthetic part-structured pedestrians (stra_jax.data.reid.synthetic)."
 
 
-#: ``config.dataset.name`` -> the TFDS name (``builder/config``) of its builder.
-TFDS_NAMES = {
-    "market1501": "market1501",
-    "dukemtmcreid": "dukemtmc_reid",
-    "cuhk03_detected": "cuhk03_np/detected",
-    "cuhk03_labeled": "cuhk03_np/labeled",
-    "msmt17": "msmt17",
-    "synthetic": "synthetic_reid",
-}
+register_tfds(SyntheticReid, "synthetic")

@@ -5,7 +5,7 @@ A ReID benchmark is small (Market-1501's encoded images are ~70 MB, MSMT17's
 large record-file reads from ``data_dir`` (a local folder or ``gs://``)
 instead of tens of thousands of small files -- and keeps the encoded images in
 host memory (``ReIDDataset.images``). The input pipeline then assembles every
-batch in the folder source's deterministic order (``stra_jax.data.pipeline``),
+batch in the folder source's deterministic order (``stra_jax.data.reid.pipeline``),
 so both sources give the same batches and the same metrics.
 """
 from __future__ import annotations
@@ -16,18 +16,12 @@ from pathlib import Path
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from stra_jax.data import hide_gpus_from_tf
 from stra_jax.data.reid.common import ReIDDataset, Record, build_dataset
-from stra_jax.data.tfds.reid import SPLITS, TFDS_NAMES
+from stra_jax.data.tfds.registry import tfds_name
+from stra_jax.data.tfds.reid import SPLITS
 
 SOURCES = ("folder", "tfds")
-
-
-def tfds_name(dataset: str) -> str:
-    """``config.dataset.name`` -> the TFDS name of its builder (``cuhk03_detected`` -> ``cuhk03_np/detected``)."""
-    if dataset not in TFDS_NAMES:
-        raise ValueError(f"config.dataset.name={dataset!r} has no TFDS builder; datasets with one: "
-                         f"{sorted(TFDS_NAMES)} (custom folder/csv data: use config.dataset.source='folder')")
-    return TFDS_NAMES[dataset]
 
 
 def build_reid_tfds(name: str, manual_dir: str | os.PathLike, data_dir: str | os.PathLike | None,
@@ -36,6 +30,7 @@ def build_reid_tfds(name: str, manual_dir: str | os.PathLike, data_dir: str | os
     folder ``manual_dir`` into ``data_dir`` (None: TFDS's default); returns the builder.
     Already-built versions are reused. TFDS writes into ``*.incomplete*`` and renames;
     a failed first build also removes the dataset folder it created."""
+    hide_gpus_from_tf()  # TFDS runs TF ops: keep TF off JAX's GPUs
     builder = tfds.builder(name, data_dir=None if data_dir is None else os.fspath(data_dir))
     manual_dir = os.fspath(manual_dir)
     if not tf.io.gfile.isdir(manual_dir) or not tf.io.gfile.listdir(manual_dir):
@@ -56,6 +51,7 @@ def load_reid_tfds(dataset: str, data_dir: str | os.PathLike | None) -> ReIDData
     """The built TFDS splits of ``dataset`` (a ``config.dataset.name``) in ``data_dir``,
     as a :class:`ReIDDataset` whose records' paths are the stored relative paths and
     whose ``images`` hold the encoded images."""
+    hide_gpus_from_tf()  # TFDS runs TF ops: keep TF off JAX's GPUs
     name = tfds_name(dataset)
     builder = tfds.builder(name, data_dir=None if data_dir is None else os.fspath(data_dir))
     if not builder.is_prepared():

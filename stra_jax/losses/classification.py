@@ -1,5 +1,6 @@
 """Classification losses: (label-smoothed) cross-entropy, the identity loss with
-the attention-diversity term, and CosFace / ArcFace margin logits for faces.
+the attention-diversity term, CosFace / ArcFace margin logits for faces, and the
+"ce" loss term (identity cross-entropy on the model's linear classifier).
 
 All arithmetic is float32 whatever the input dtype: bf16 logits would lose the
 small differences a softmax over thousands of identities depends on.
@@ -7,16 +8,22 @@ small differences a softmax over thousands of identities depends on.
 from __future__ import annotations
 
 import math
+import numbers
 
 import jax
 import jax.numpy as jnp
 
+from stra_jax.losses.objective import build_objective
+from stra_jax.losses.registry import LOSSES, LossContext, Objective, Term, loss_term
 
-def _check_logits_labels(logits: jax.Array, labels: jax.Array, what: str = "logits") -> None:
+
+def check_logits_labels(logits: jax.Array, labels: jax.Array, what: str = "logits") -> None:
+    """Raise ValueError unless ``logits`` is (B, C) and ``labels`` (B,) integers."""
     if logits.ndim != 2:
         raise ValueError(f"{what} must be (B, num_classes), got shape {logits.shape}")
     if labels.shape != (logits.shape[0],):
-        raise ValueError(f"labels must have shape ({logits.shape[0]},) to match {what} {logits.shape}, got {labels.shape}")
+        raise ValueError(f"labels must have shape ({logits.shape[0]},) to match {what} {logits.shape}, "
+                         f"got {labels.shape}")
     if not jnp.issubdtype(labels.dtype, jnp.integer):
         raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
 
@@ -37,7 +44,7 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float =
         so a label bug shows up under jit instead of silently training on the
         smoothing term alone.
     """
-    _check_logits_labels(logits, labels)
+    check_logits_labels(logits, labels)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
     num_classes = logits.shape[1]
@@ -47,6 +54,15 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float =
     loss = (1.0 - label_smoothing) * nll - label_smoothing * jnp.mean(logp, axis=-1)
     valid = (labels >= 0) & (labels < num_classes)
     return jnp.where(valid, loss, jnp.nan)
+
+
+def mean_cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0
+                       ) -> tuple[jax.Array, jax.Array]:
+    """Mean :func:`cross_entropy` and top-1 accuracy of logits (B, C) against
+    labels (B,): two float32 scalars."""
+    ce = jnp.mean(cross_entropy(logits, labels, label_smoothing))
+    accuracy = jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32))
+    return ce, accuracy
 
 
 def identity_loss(
@@ -74,32 +90,43 @@ def identity_loss(
     diversity = jnp.asarray(diversity, jnp.float32)
     if diversity.shape not in ((), (logits.shape[0],)):
         raise ValueError(f"diversity must be a scalar or ({logits.shape[0]},), got {diversity.shape}")
-    ce = jnp.mean(cross_entropy(logits, labels, label_smoothing))
+    ce, accuracy = mean_cross_entropy(logits, labels, label_smoothing)
     div = jnp.mean(diversity)
     total = ce + jnp.float32(diversity_weight) * div
-    accuracy = jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32))
     return total, {"loss": total, "ce": ce, "diversity": div, "accuracy": accuracy}
 
 
-def identity_objective(label_smoothing: float = 0.0, diversity_weight: float = 1.0):
+def identity_objective(label_smoothing: float = 0.0, diversity_weight: float = 1.0) -> Objective:
     """The ReID training objective as a train-step loss function
-    ``(outputs, batch, collections) -> (loss, metrics)``: :func:`identity_loss`
-    on ``outputs["logits"]`` and ``batch["labels"]``, with L_d summed over every
-    StRA block from the sown ``collections["losses"]``."""
-    from stra_jax.layers import total_diversity_loss
+    ``(outputs, batch, collections) -> (loss, metrics)``: the "ce" term on
+    ``outputs["logits"]`` and ``batch["labels"]`` plus ``diversity_weight`` x
+    the "diversity" term (L_d summed over every StRA block from the sown
+    ``collections["losses"]``); the numbers of :func:`identity_loss`."""
+    return build_objective({"ce": {"weight": 1.0, "label_smoothing": label_smoothing},
+                            "diversity": {"weight": diversity_weight}}, LossContext())
 
-    def objective(outputs, batch, collections):
+
+@LOSSES.register("ce")
+@loss_term(metrics=("ce", "accuracy"), options={"label_smoothing": 0.0})
+def ce_term(options: dict, context: LossContext) -> Term:
+    """Identity cross-entropy on ``outputs["logits"]`` (B, C) against
+    ``batch["labels"]`` (B,), label-smoothed by ``label_smoothing`` in [0, 1];
+    metrics "ce" and "accuracy" (top-1)."""
+    eps = options["label_smoothing"]
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0.0 <= eps <= 1.0:
+        raise ValueError(f"{context.key}.label_smoothing={eps!r}: expected a number in [0, 1]")
+
+    def term(outputs, batch, collections):
         if "logits" not in outputs:
             raise ValueError("identity classification needs a model with a linear classifier "
                              f"(outputs['logits']); the model returned {sorted(outputs)}")
-        diversity = total_diversity_loss(collections.get("losses", {}))
-        return identity_loss(outputs["logits"], batch["labels"], diversity, label_smoothing=label_smoothing,
-                             diversity_weight=diversity_weight)
+        ce, accuracy = mean_cross_entropy(outputs["logits"], batch["labels"], eps)
+        return ce, {"ce": ce, "accuracy": accuracy}
 
-    return objective
+    return term
 
 
-def _cosines(embeddings: jax.Array, weights: jax.Array, labels: jax.Array) -> jax.Array:
+def cosines(embeddings: jax.Array, weights: jax.Array, labels: jax.Array) -> jax.Array:
     """(B, D) x (D, C) -> (B, C) cosines between L2-normalised rows and columns."""
     if embeddings.ndim != 2 or weights.ndim != 2 or embeddings.shape[1] != weights.shape[0]:
         raise ValueError(f"need embeddings (B, D) and weights (D, C), got {embeddings.shape} and {weights.shape}")
@@ -109,7 +136,7 @@ def _cosines(embeddings: jax.Array, weights: jax.Array, labels: jax.Array) -> ja
     e = e * jax.lax.rsqrt(jnp.maximum(jnp.sum(e * e, axis=1, keepdims=True), 1e-24))
     w = w * jax.lax.rsqrt(jnp.maximum(jnp.sum(w * w, axis=0, keepdims=True), 1e-24))
     cos = jnp.dot(e, w, precision=jax.lax.Precision.HIGHEST)
-    _check_logits_labels(cos, labels, "cosines")
+    check_logits_labels(cos, labels, "cosines")
     return jnp.clip(cos, -1.0, 1.0)
 
 
@@ -127,7 +154,7 @@ def cosface_logits(
     Returns:
         (B, C) float32 logits for :func:`cross_entropy`.
     """
-    cos = _cosines(embeddings, weights, labels)
+    cos = cosines(embeddings, weights, labels)
     onehot = jax.nn.one_hot(labels, cos.shape[1], dtype=jnp.float32)
     return s * (cos - m * onehot)
 
@@ -152,7 +179,7 @@ def arcface_logits(
     Returns:
         (B, C) float32 logits for :func:`cross_entropy`.
     """
-    cos = _cosines(embeddings, weights, labels)
+    cos = cosines(embeddings, weights, labels)
     onehot = jax.nn.one_hot(labels, cos.shape[1], dtype=jnp.float32)
     target = jnp.sum(cos * onehot, axis=1)
     sin_sq = 1.0 - target * target

@@ -35,26 +35,25 @@ sequence, frame (6 digits), box index (2 digits).  Every test id is seen by at
 least ``min_cameras_per_id`` cameras with at least two images per camera, so every
 query has a gallery match under another camera.
 
-Determinism: every random quantity comes from ``np.random.default_rng([seed,
-stream, key...])`` keyed by what it describes (camera, pid, image index), so the
-bytes of an image do not depend on the order of generation, and the same spec
-gives byte-identical files.
+Determinism: every random quantity comes from ``spec.rng(stream, key...)``
+(``np.random.default_rng([seed, stream, key...])``, ``stra_jax.data.generated``)
+keyed by what it describes (camera, pid, image index), so the bytes of an image
+do not depend on the order of generation, and the same spec gives byte-identical
+files.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
 import numpy as np
 
-from stra_jax.data import synthetic_draw as draw
+import stra_jax.data.reid.synthetic_draw as draw
+from stra_jax.data.generated import GeneratedSpec, encode_jpeg, generate_atomically
 
 FORMAT = "stra-jax-synthetic/1"
 TRAIN_DIR, QUERY_DIR, GALLERY_DIR = "bounding_box_train", "query", "bounding_box_test"
@@ -64,7 +63,7 @@ _CAMERA, _IDENTITY, _TWIN, _LAYOUT, _IMAGE, _DISTRACTOR, _JUNK = range(7)
 
 
 @dataclass(frozen=True)
-class SyntheticSpec:
+class SyntheticSpec(GeneratedSpec):
     """Everything that determines the generated files (stored as ``spec.json``).
 
     Sizes: ``num_ids`` identities, the first ``num_ids - num_test_ids`` for
@@ -72,6 +71,7 @@ class SyntheticSpec:
     each of ``height x width`` pixels; ``distractors`` pid-0 and ``junk`` pid -1
     images in ``bounding_box_test``.  The rest are nuisance strengths.
     """
+    FORMAT: ClassVar[str] = FORMAT
     seed: int = 0
     num_ids: int = 40
     num_cameras: int = 6
@@ -96,10 +96,8 @@ class SyntheticSpec:
     noise_std: float = 2.0          # Gaussian sensor noise, grey levels
     jpeg_quality: int = 90
 
-    def __post_init__(self) -> None:
-        problems = []
-        if self.seed < 0:
-            problems.append(f"seed={self.seed} must be >= 0")
+    def problems(self) -> list[str]:
+        problems = super().problems()
         if not 2 <= self.num_cameras <= 9:
             problems.append(f"num_cameras={self.num_cameras} must be in 2..9 (one digit in file names)")
         if not 2 <= self.min_cameras_per_id <= self.num_cameras:
@@ -117,13 +115,10 @@ class SyntheticSpec:
             problems.append(f"image size {self.height}x{self.width} must be at least 32x16")
         if self.distractors < 0 or self.junk < 0 or self.max_sequences < 1:
             problems.append("distractors, junk must be >= 0 and max_sequences >= 1")
-        if not 1 <= self.jpeg_quality <= 95:
-            problems.append(f"jpeg_quality={self.jpeg_quality} must be in 1..95")
         for name in ("twin_fraction", "flip_prob", "occlusion_prob", "blur_camera_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name}={getattr(self, name)} must be a probability")
-        if problems:
-            raise ValueError("invalid SyntheticSpec: " + "; ".join(problems))
+        return problems
 
     @property
     def num_test(self) -> int:
@@ -136,9 +131,6 @@ class SyntheticSpec:
     @property
     def test_pids(self) -> range:
         return range(self.num_ids - self.num_test + 1, self.num_ids + 1)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"format": FORMAT, **dataclasses.asdict(self)}
 
 
 @dataclass(frozen=True)
@@ -160,22 +152,18 @@ class ImageRecord:
         return f"{pid}_c{self.cam}s{self.seq}_{self.frame:06d}_{self.box:02d}.jpg"
 
 
-def _rng(spec: SyntheticSpec, stream: int, *keys: int) -> np.random.Generator:
-    return np.random.default_rng([spec.seed, stream, *keys])
-
-
 def identity(spec: SyntheticSpec, pid: int) -> draw.Identity:
     """Part attributes of ``pid`` (a colour twin of ``pid - 1`` for some even pids)."""
-    if pid % 2 == 0 and _rng(spec, _TWIN, pid).random() < spec.twin_fraction:
-        return draw.swap_colours(draw.sample_identity(_rng(spec, _IDENTITY, pid - 1)))
-    return draw.sample_identity(_rng(spec, _IDENTITY, pid))
+    if pid % 2 == 0 and spec.rng(_TWIN, pid).random() < spec.twin_fraction:
+        return draw.swap_colours(draw.sample_identity(spec.rng(_IDENTITY, pid - 1)))
+    return draw.sample_identity(spec.rng(_IDENTITY, pid))
 
 
 def plan_images(spec: SyntheticSpec) -> list[ImageRecord]:
     """All files of the data set, with split, camera and name (no pixels)."""
     records = []
     for pid in range(1, spec.num_ids + 1):
-        rng = _rng(spec, _LAYOUT, pid)
+        rng = spec.rng(_LAYOUT, pid)
         n = spec.images_per_id
         k = int(rng.integers(spec.min_cameras_per_id, min(spec.num_cameras, n // 2) + 1))
         cams = np.sort(rng.choice(spec.num_cameras, k, replace=False)) + 1
@@ -194,7 +182,7 @@ def plan_images(spec: SyntheticSpec) -> list[ImageRecord]:
     for kind, pid, stream, count in (("distractor", 0, _DISTRACTOR, spec.distractors),
                                      ("junk", -1, _JUNK, spec.junk)):
         for i in range(count):
-            rng = _rng(spec, stream, i, 0)
+            rng = spec.rng(stream, i, 0)
             # frame = 1000 * i + offset keeps names unique without a shared counter
             records.append(ImageRecord(GALLERY_DIR, pid, int(rng.integers(1, spec.num_cameras + 1)),
                                        int(rng.integers(1, spec.max_sequences + 1)),
@@ -206,12 +194,12 @@ def plan_images(spec: SyntheticSpec) -> list[ImageRecord]:
 def render(spec: SyntheticSpec, rec: ImageRecord) -> np.ndarray:
     """Pixels of one record: (height, width, 3) uint8 RGB."""
     h, w = spec.height, spec.width
-    cam = draw.sample_camera(_rng(spec, _CAMERA, rec.cam), spec)
+    cam = draw.sample_camera(spec.rng(_CAMERA, rec.cam), spec.color_cast, spec.blur_camera_fraction)
     if rec.kind == "person":
-        rng = _rng(spec, _IMAGE, rec.pid, rec.index)
+        rng = spec.rng(_IMAGE, rec.pid, rec.index)
         person = identity(spec, rec.pid)
     else:
-        rng = _rng(spec, _DISTRACTOR if rec.kind == "distractor" else _JUNK, rec.index, 1)
+        rng = spec.rng(_DISTRACTOR if rec.kind == "distractor" else _JUNK, rec.index, 1)
         person = draw.sample_identity(rng)  # an anonymous passer-by
     canvas = draw.draw_background(rng, cam, h, w, spec.clutter)
     s = h * 0.92 * person.height * math.exp(spec.scale_jitter * rng.standard_normal())
@@ -242,33 +230,15 @@ def render(spec: SyntheticSpec, rec: ImageRecord) -> np.ndarray:
 
 
 def _write_jpeg(path: Path, image: np.ndarray, quality: int) -> None:
-    """Encode with fixed settings (no timestamps or metadata): deterministic bytes."""
-    from PIL import Image
-
-    Image.fromarray(image, "RGB").save(path, format="JPEG", quality=quality,
-                                       subsampling="4:2:0", optimize=False)
-
-
-def _check_existing(root: Path, spec: SyntheticSpec) -> None:
-    """Raise ValueError unless ``root`` holds data generated from ``spec``."""
-    path = root / "spec.json"
-    if not path.is_file():
-        raise ValueError(f"{root}: exists but is not a synthetic data set (no spec.json); "
-                         "choose another directory or remove it")
-    stored = json.loads(path.read_text())
-    wanted = spec.to_json()
-    diff = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
-    if diff:
-        details = ", ".join(f"{k}: {stored.get(k)!r} on disk vs {wanted.get(k)!r} requested" for k in diff)
-        raise ValueError(f"{root}: holds a synthetic data set with a different spec "
-                         f"(differing fields: {details}); choose another directory or remove it")
+    """One image file (deterministic bytes: ``encode_jpeg``)."""
+    path.write_bytes(encode_jpeg(image, quality))
 
 
 def _readme(spec: SyntheticSpec, records: list[ImageRecord]) -> str:
     counts = {d: sum(r.folder == d for r in records) for d in (TRAIN_DIR, QUERY_DIR, GALLERY_DIR)}
     lines = [
         "Synthetic pedestrian re-identification data in the Market-1501 layout,",
-        "generated by stra_jax.data.synthetic.generate_market_layout (deterministic:",
+        "generated by stra_jax.data.reid.synthetic.generate_market_layout (deterministic:",
         "the same spec gives byte-identical files).",
         "",
         "Each identity is a combination of part attributes (head, upper body, lower body,",
@@ -296,27 +266,13 @@ def generate_market_layout(out_dir: str | os.PathLike, spec: SyntheticSpec | Non
     is renamed into place at the end, so ``out_dir`` is either complete or absent.
     """
     spec = SyntheticSpec() if spec is None else spec
-    root = Path(out_dir).absolute()
-    if root.exists():
-        _check_existing(root, spec)
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    records = plan_images(spec)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
-    try:
+
+    def write(folder: Path) -> None:
+        records = plan_images(spec)
         for d in (TRAIN_DIR, QUERY_DIR, GALLERY_DIR):
-            (staging / d).mkdir()
+            (folder / d).mkdir()
         for rec in records:
-            _write_jpeg(staging / rec.folder / rec.name, render(spec, rec), spec.jpeg_quality)
-        (staging / "readme.txt").write_text(_readme(spec, records))
-        # spec.json last: its presence marks a complete data set.
-        (staging / "spec.json").write_text(json.dumps(spec.to_json(), indent=2, sort_keys=True) + "\n")
-        try:
-            os.rename(staging, root)
-        except OSError:
-            if not root.exists():
-                raise
-            _check_existing(root, spec)  # another process finished first
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return root
+            _write_jpeg(folder / rec.folder / rec.name, render(spec, rec), spec.jpeg_quality)
+        (folder / "readme.txt").write_text(_readme(spec, records))
+
+    return generate_atomically(out_dir, spec, write, what="synthetic data set")

@@ -5,9 +5,10 @@ random horizontal flip -> zero-pad and random crop back -> ImageNet
 normalisation -> random erasing (p 0.5, area 0.02-0.4 of the image, aspect
 0.3-3.3, filled with 0 = the mean colour after normalisation).
 
-Determinism and resume: the epoch's order is a NumPy permutation of
-(seed, epoch), every random op is *stateless* with a per-example seed derived
-from (seed, epoch, position), and the map keeps order. Batch b of epoch e is
+Determinism and resume: the epoch's order comes from the sampler
+(``stra_jax.data.samplers``; by default a NumPy permutation of (seed, epoch)),
+every random op is *stateless* with a per-example seed derived from (seed,
+epoch, position), and the map keeps order. Batch b of epoch e is
 therefore the same however many hosts, threads or restarts produced it;
 ``start_step`` skips straight to a batch for an exact resume.
 
@@ -30,14 +31,13 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
+from stra_jax.data import hide_gpus_from_tf
 from stra_jax.data.image_check import check_images, first_bad_image
+from stra_jax.data.iterate import numpy_iterator
 from stra_jax.data.reid.common import Record
+from stra_jax.data.samplers import Sampler, host_epoch_slice, sampler_for
 
 __all__ = ["Augment", "check_images", "eval_dataset", "numpy_batches", "train_dataset"]
-
-# The input pipeline runs on the host CPU; keep TensorFlow off the accelerators
-# that JAX owns (otherwise TF reserves GPU memory on GPU hosts).
-tf.config.set_visible_devices([], "GPU")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -61,21 +61,14 @@ def numpy_batches(ds: tf.data.Dataset, paths: Sequence[str], images: Mapping[str
     after the up-front check, or was never checked) raises ``ValueError`` naming
     the file among ``paths`` (the files ``ds`` reads; their bytes in ``images``
     for the TFDS source) instead of TensorFlow's ``Input is empty.``."""
-    iterator = ds.as_numpy_iterator()
-    while True:
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            return
-        except tf.errors.OpError as err:
-            culprit = first_bad_image(paths, images)
-            message = err.message.strip().splitlines()[0] if err.message else type(err).__name__
-            if culprit is None:
-                raise ValueError(f"input pipeline failed ({message}); no unreadable file among its "
-                                 f"{len(paths)} images") from err
-            raise ValueError(f"{culprit[0]}: corrupt or unreadable image ({culprit[1]}; TensorFlow: "
-                             f"{message})") from err
-        yield batch
+    def explain(err: tf.errors.OpError) -> str:
+        culprit = first_bad_image(paths, images)
+        message = err.message.strip().splitlines()[0] if err.message else type(err).__name__
+        if culprit is None:
+            return f"input pipeline failed ({message}); no unreadable file among its {len(paths)} images"
+        return f"{culprit[0]}: corrupt or unreadable image ({culprit[1]}; TensorFlow: {message})"
+
+    return numpy_iterator(ds, (tf.errors.OpError,), explain)
 
 
 def decode_image(encoded: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
@@ -152,38 +145,6 @@ def augment(image: tf.Tensor, seed: tf.Tensor, cfg: Augment) -> tf.Tensor:
     return image
 
 
-def steps_per_epoch(num_examples: int, global_batch: int) -> int:
-    """Full global batches per epoch (the remainder is dropped, as torchreid does)."""
-    return num_examples // global_batch
-
-
-def epoch_order(num_examples: int, global_batch: int, seed: int, epoch: int) -> np.ndarray:
-    """(steps, global_batch) example indices of one epoch; a function of (seed, epoch) only."""
-    steps = steps_per_epoch(num_examples, global_batch)
-    order = np.random.default_rng([seed, epoch]).permutation(num_examples)
-    return order[: steps * global_batch].reshape(steps, global_batch)
-
-
-def host_epoch_slice(num_examples: int, global_batch: int, seed: int, epoch: int, start_step: int,
-                     process_index: int, process_count: int) -> tuple[np.ndarray, np.ndarray]:
-    """This host's part of an epoch from ``start_step`` on: ``(indices (n,),
-    per-example seeds (n, 2))``, n = remaining steps * global_batch /
-    process_count. Host p takes the p-th contiguous slice of each global batch;
-    an example's seed is (seed, epoch, its position in the epoch), so it gets the
-    same augmentation whichever host, thread or restart loads it."""
-    if global_batch % process_count:
-        raise ValueError(f"global_batch={global_batch} is not divisible by process_count={process_count}")
-    if steps_per_epoch(num_examples, global_batch) < 1:
-        raise ValueError(f"{num_examples} training images are fewer than one global batch of {global_batch}")
-    local = global_batch // process_count
-    order = epoch_order(num_examples, global_batch, seed, epoch)
-    positions = np.arange(order.size).reshape(order.shape)
-    host = slice(process_index * local, (process_index + 1) * local)
-    order, positions = order[start_step:, host].ravel(), positions[start_step:, host].ravel()
-    seeds = np.stack([np.full_like(positions, seed * 1_000_003 + epoch), positions], axis=1).astype(np.int64)
-    return order, seeds
-
-
 def train_dataset(
     records: Sequence[Record],
     *,
@@ -196,13 +157,16 @@ def train_dataset(
     process_index: int = 0,
     process_count: int = 1,
     images: Mapping[str, bytes] | None = None,
+    sampler: Sampler | None = None,
 ) -> tf.data.Dataset:
     """One epoch of this host's training batches: {"images": (b, H, W, 3) float32,
     "labels": (b,) int32} with b = global_batch / process_count, starting at
     ``start_step``. ``images``: encoded bytes by record path (TFDS source);
-    None reads the files."""
-    order, seeds = host_epoch_slice(len(records), global_batch, seed, epoch, start_step, process_index,
-                                    process_count)
+    None reads the files. ``sampler``: draws the epoch's global batches over
+    ``records`` (default: the ``"random"`` permutation)."""
+    hide_gpus_from_tf()
+    order, seeds = host_epoch_slice(sampler_for(sampler, len(records)), global_batch, seed, epoch, start_step,
+                                    process_index, process_count)
     local = global_batch // process_count
     paths = np.array([records[i].path for i in order], dtype=object).astype(str)
     labels = np.array([records[i].pid for i in order], dtype=np.int32)
@@ -227,6 +191,7 @@ def eval_dataset(
     The last batch is padded (valid = False) so every batch has the same shape
     and one compiled forward pass serves them all. ``images``: as for
     :func:`train_dataset`."""
+    hide_gpus_from_tf()
     n = len(paths)
     if n == 0:
         raise ValueError("eval_dataset: no images")

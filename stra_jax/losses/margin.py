@@ -1,5 +1,5 @@
-"""The face training objective: softmax, CosFace or ArcFace cross-entropy on a
-bias-free classifier, optionally sharded along the class axis.
+"""The face loss terms "softmax", "cosface" and "arcface": margin cross-entropy
+on a bias-free classifier, optionally sharded along the class axis.
 
 The paper trains its face models with the standard softmax, CosFace and
 ArcFace on the same (D, C) class-weight matrix (``classifier="margin"``). With
@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import functools
 import numbers
-from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.sharding import AbstractMesh, Mesh, PartitionSpec as P
 
-from stra_jax.layers import total_diversity_loss
-from stra_jax.losses import _check_logits_labels, _cosines, arcface_logits, cosface_logits
+from stra_jax.losses.classification import arcface_logits, check_logits_labels, cosface_logits, cosines
+from stra_jax.losses.objective import build_objective
+from stra_jax.losses.registry import LOSSES, LossContext, Objective, Term, loss_term
 from stra_jax.sharding import DATA
 
 MARGIN_LOSSES = ("softmax", "cosface", "arcface")
@@ -39,10 +39,6 @@ MARGIN_LOSSES = ("softmax", "cosface", "arcface")
 # float32 softmax for no published gain. m = 0 (NormFace) is allowed.
 MARGIN_RANGE = {"cosface": (0.0, 1.0), "arcface": (0.0, 1.0)}  # [lo, hi)
 SCALE_RANGE = (0.0, 128.0)  # (lo, hi]
-
-Objective = Callable[[Mapping[str, jax.Array], Mapping[str, jax.Array], Mapping[str, Any]],
-                     tuple[jax.Array, dict[str, jax.Array]]]
-
 
 def check_margin_settings(loss: str, margin: float, scale: float, prefix: str = "train") -> None:
     """Raise ValueError naming the config key (``{prefix}.loss``,
@@ -73,7 +69,7 @@ def softmax_logits(embeddings: jax.Array, weights: jax.Array, labels: jax.Array)
     if embeddings.ndim != 2 or weights.ndim != 2 or embeddings.shape[1] != weights.shape[0]:
         raise ValueError(f"need embeddings (B, D) and weights (D, C), got {embeddings.shape} and {weights.shape}")
     logits = jnp.dot(embeddings.astype(jnp.float32), weights.astype(jnp.float32), precision=lax.Precision.HIGHEST)
-    _check_logits_labels(logits, labels)
+    check_logits_labels(logits, labels)
     return logits
 
 
@@ -118,7 +114,7 @@ def margin_logits(
         raise ValueError(f"loss={loss!r}: expected one of {MARGIN_LOSSES}")
     if not straight_through:
         return margined
-    return straight_through_logits(margined, scale * _cosines(embeddings, weights, labels))
+    return straight_through_logits(margined, scale * cosines(embeddings, weights, labels))
 
 
 def _margin_ce_block(
@@ -268,7 +264,10 @@ def margin_objective(
     shard_classifier: bool = False,
 ) -> Objective:
     """The face training objective as a train-step loss function
-    ``(outputs, batch, collections) -> (loss, metrics)``.
+    ``(outputs, batch, collections) -> (loss, metrics)``: the ``loss`` term
+    plus ``diversity_weight`` x the "diversity" term, i.e.
+    ``train.losses = {loss: {"weight": 1, margin, scale, straight_through},
+    "diversity": {"weight": diversity_weight}}``.
 
     ``total = mean CE + diversity_weight * mean L_d`` with CE from
     :func:`margin_cross_entropy` (``shard_classifier``:
@@ -279,26 +278,65 @@ def margin_objective(
     "diversity", "accuracy". Settings are checked here, not at the first step.
     """
     check_margin_settings(loss, margin, scale)
-    kwargs = dict(loss=loss, margin=margin, scale=scale, num_classes=num_classes, straight_through=straight_through)
+    options = {} if loss == "softmax" else {"margin": margin, "scale": scale, "straight_through": straight_through}
+    return build_objective({loss: {"weight": 1.0, **options}, "diversity": {"weight": diversity_weight}},
+                           LossContext(num_classes=num_classes, shard_classifier=shard_classifier))
 
-    def objective(outputs, batch, collections):
+
+def margin_term(loss: str, options: dict, context: LossContext) -> Term:
+    """The term ``loss`` (one of :data:`MARGIN_LOSSES`): mean margin
+    cross-entropy of ``outputs["embedding"]`` (B, D) with
+    ``outputs["class_weights"]`` (D, C_padded) against ``batch["labels"]``
+    (B,), the classifier sharded over the classes when
+    ``context.shard_classifier``; metrics "ce" and "accuracy" (argmax of the
+    margined logits). ``options``: ``margin``, ``scale``, ``straight_through``
+    (none for softmax), checked now and named under ``context.key``."""
+    margin, scale = options.get("margin", 0.0), options.get("scale", 1.0)
+    straight_through = options.get("straight_through", False)
+    check_margin_settings(loss, margin, scale, prefix=context.key)
+    if not isinstance(straight_through, bool):
+        raise ValueError(f"{context.key}.straight_through={straight_through!r}: expected True or False")
+    per_sample = sharded_margin_cross_entropy if context.shard_classifier else margin_cross_entropy
+
+    def term(outputs, batch, collections):
         if "class_weights" not in outputs:
-            raise ValueError(f"the {loss} objective needs a model with classifier='margin' (outputs['class_weights']); "
-                             f"the model returned {sorted(outputs)}")
-        if shard_classifier:
-            ce, correct = sharded_margin_cross_entropy(outputs["embedding"], outputs["class_weights"],
-                                                       batch["labels"], **kwargs)
-        else:
-            ce, correct = margin_cross_entropy(outputs["embedding"], outputs["class_weights"], batch["labels"],
-                                               **kwargs)
+            raise ValueError(f"the {loss} loss term needs a model with classifier='margin' "
+                             f"(outputs['class_weights']); the model returned {sorted(outputs)}")
+        if context.num_classes is None:
+            raise ValueError(f"the {loss} loss term needs the class count: build it with "
+                             "LossContext(num_classes=...) once the data is read")
+        ce, correct = per_sample(outputs["embedding"], outputs["class_weights"], batch["labels"], loss=loss,
+                                    margin=margin, scale=scale, num_classes=context.num_classes,
+                                    straight_through=straight_through)
         ce = jnp.mean(ce)
-        div = jnp.mean(jnp.asarray(total_diversity_loss(collections.get("losses", {})), jnp.float32))
-        total = ce + jnp.float32(diversity_weight) * div
-        accuracy = jnp.mean(correct.astype(jnp.float32))
-        return total, {"loss": total, "ce": ce, "diversity": div, "accuracy": accuracy}
+        return ce, {"ce": ce, "accuracy": jnp.mean(correct.astype(jnp.float32))}
 
-    return objective
+    return term
+
+
+METRICS = ("ce", "accuracy")
+
+
+@LOSSES.register("softmax")
+@loss_term(metrics=METRICS)
+def softmax_term(options: dict, context: LossContext) -> Term:
+    """Softmax cross-entropy on the bias-free classifier's plain logits."""
+    return margin_term("softmax", options, context)
+
+
+@LOSSES.register("cosface")
+@loss_term(metrics=METRICS, options={"margin": 0.2, "scale": 20.0, "straight_through": False})
+def cosface_term(options: dict, context: LossContext) -> Term:
+    """CosFace: ``s (cos theta_y - m)`` on the target (the StRA paper: m 0.2, s 20)."""
+    return margin_term("cosface", options, context)
+
+
+@LOSSES.register("arcface")
+@loss_term(metrics=METRICS, options={"margin": 0.15, "scale": 20.0, "straight_through": False})
+def arcface_term(options: dict, context: LossContext) -> Term:
+    """ArcFace: ``s cos(theta_y + m)`` on the target (the StRA paper: m 0.15, s 20)."""
+    return margin_term("arcface", options, context)
 
 
 __all__ = ["MARGIN_LOSSES", "check_margin_settings", "margin_cross_entropy", "margin_logits", "margin_objective",
-           "sharded_margin_cross_entropy", "softmax_logits", "straight_through_logits"]
+           "margin_term", "sharded_margin_cross_entropy", "softmax_logits", "straight_through_logits"]

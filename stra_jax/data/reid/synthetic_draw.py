@@ -11,34 +11,24 @@ Images are float32 (H, W, 3) in [0, 255] until ``apply_camera`` quantises them.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 
-if TYPE_CHECKING:  # only for annotations; synthetic imports this module
-    from stra_jax.data.synthetic import SyntheticSpec
-
-
-
-def _palette(rgb: list[tuple[int, int, int]]) -> np.ndarray:
-    """(N, 3) float32 RGB, read-only (constants, not module state)."""
-    a = np.array(rgb, np.float32)
-    a.flags.writeable = False
-    return a
-
+from stra_jax.data.generated import palette
 
 # Small shared palettes: every attribute is drawn from a handful of values, so
 # many identities share any single attribute and only the combination (and
 # where on the body each colour sits) is distinctive.
-CLOTH = _palette([
+CLOTH = palette([
     (196, 32, 38), (34, 62, 158), (236, 234, 226), (28, 28, 32),
     (118, 120, 126), (40, 118, 52), (226, 196, 44), (112, 72, 42),
 ])  # red, blue, white, black, grey, green, yellow, brown
-SKIN = _palette([(236, 196, 170), (208, 160, 120), (160, 110, 75), (100, 66, 44)])
-HAIR = _palette([(22, 18, 16), (78, 48, 26), (206, 170, 96), (150, 148, 144)])
-SHOES = _palette([(20, 20, 22), (232, 232, 228), (96, 60, 34), (110, 110, 116)])
+SKIN = palette([(236, 196, 170), (208, 160, 120), (160, 110, 75), (100, 66, 44)])
+HAIR = palette([(22, 18, 16), (78, 48, 26), (206, 170, 96), (150, 148, 144)])
+SHOES = palette([(20, 20, 22), (232, 232, 228), (96, 60, 34), (110, 110, 116)])
 # Muted scene colours (walls, pavement) for the background.
-SCENE = _palette([
+SCENE = palette([
     (150, 146, 138), (118, 112, 100), (170, 160, 140), (96, 100, 104),
     (132, 92, 78), (88, 104, 88), (180, 178, 172), (70, 72, 78),
 ])
@@ -113,15 +103,16 @@ class Camera:
     horizon: float       # horizon height as a fraction of the image height
 
 
-def sample_camera(rng: np.random.Generator, spec: SyntheticSpec) -> Camera:
-    """Colour gains and 3x3 mixing near identity (strength ``spec.color_cast``),
-    a bias, blur for a ``spec.blur_camera_fraction`` share of cameras, a scene."""
-    cast = spec.color_cast
+def sample_camera(rng: np.random.Generator, color_cast: float, blur_fraction: float) -> Camera:
+    """Colour gains and 3x3 mixing near identity (strength ``color_cast``), a
+    bias, blur for a ``blur_fraction`` share of cameras, a scene (the spec's
+    ``color_cast`` and ``blur_camera_fraction``)."""
+    cast = color_cast
     gains = np.exp(rng.normal(0.0, cast, 3))
     mix = np.eye(3) + rng.normal(0.0, cast / 2, (3, 3))
     wall, floor = rng.choice(len(SCENE), 2, replace=False)
     bias = rng.normal(0.0, 6.0, 3).astype(np.float32)
-    blur = float(rng.uniform(0.6, 1.3)) if rng.random() < spec.blur_camera_fraction else 0.0
+    blur = float(rng.uniform(0.6, 1.3)) if rng.random() < blur_fraction else 0.0
     return Camera(matrix=(gains[:, None] * mix).astype(np.float32), bias=bias, blur_sigma=blur,
                   wall=SCENE[wall], floor=SCENE[floor], horizon=float(rng.uniform(0.5, 0.75)))
 

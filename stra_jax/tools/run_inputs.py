@@ -1,0 +1,62 @@
+"""What a trained model expects as input, read from its run: the tools that feed
+a model themselves (``export``, ``visualize_modes``) ask here instead of
+guessing from the network.
+
+The run's config is the workdir's ``config.json`` or, for a bare model
+directory, the config that training recorded in ``model.json``
+(``info.config``). Its ``task`` names the :class:`stra_jax.tasks.Task` whose
+``preprocessing`` / ``eval_images`` are the evaluation's own; a model with no
+recorded run (e.g. converted PyTorch weights) uses the task its family declares
+(``TASK`` class attribute of the model contract), else ``--task`` / "reid".
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+
+REID_IMAGE_SIZE = (256, 128)  # the ReID evaluator's default (evaluation/reid_retrieval.py)
+
+
+def run_config(model_dir: Path, workdir: Path | None) -> tuple[dict[str, Any], str]:
+    """``(the run's config as a dict, where it was read)``; ``({}, "")`` when none was recorded."""
+    from stra_jax.models.io import read_model_spec
+
+    if workdir is not None and (workdir / "config.json").is_file():
+        return json.loads((workdir / "config.json").read_text()), f"{workdir / 'config.json'}"
+    recorded = read_model_spec(model_dir).get("info", {}).get("config")
+    if isinstance(recorded, dict):
+        return recorded, f"{model_dir / 'model.json'} (info.config)"
+    return {}, ""
+
+
+def input_settings(model: Any, model_dir: Path, workdir: Path | None, image_size: tuple[int, int] | None,
+                   task: str | None = None) -> tuple[tuple[int, int], str, str]:
+    """``(image size (H, W), task name, where the size came from)`` for ``model``.
+
+    The task: the run's ``config.task``, else ``task`` (a tool's ``--task``),
+    else the one the model's family declares, else "reid". The size:
+    ``image_size`` (``--image-size``), else the run's ``input.image_size``, else
+    the model's ``input_size``, else the ReID evaluator's default 256x128.
+    """
+    config, source = run_config(model_dir, workdir)
+    name = config.get("task") or task or getattr(type(model), "TASK", None) or "reid"
+    if image_size is not None:
+        return image_size, name, "--image-size"
+    size = (config.get("input") or {}).get("image_size")
+    if size:
+        return (int(size[0]), int(size[1])), name, f"input.image_size of {source}"
+    if getattr(model, "input_size", None):
+        return tuple(int(v) for v in model.input_size), name, "the model's input_size"
+    return REID_IMAGE_SIZE, name, "the ReID default"
+
+
+def task_and_config(model_dir: Path, workdir: Path | None, task: str) -> tuple[type, ml_collections.ConfigDict]:
+    """The :class:`Task` class named ``task`` and the run's config (empty when
+    none was recorded), for its ``preprocessing`` and ``eval_images``."""
+    from stra_jax.tasks import get_task
+
+    config, _ = run_config(model_dir, workdir)
+    return get_task(task), ml_collections.ConfigDict(config)
