@@ -24,6 +24,24 @@ def fail(message: str, status: int = 2) -> None:
     sys.exit(status)
 
 
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError, PermissionError)
+
+
+def run_or_exit(fn: Callable[..., Any], *args: Any, interrupted: str,
+                errors: tuple[type[BaseException], ...] = USER_ERRORS) -> Any:
+    """``fn(*args)`` for a command-line tool: a bad-input error (``errors``) prints
+    ``error: <message>`` and exits 1, Ctrl-C prints ``interrupted`` and exits 130;
+    no traceback for either."""
+    try:
+        return fn(*args)
+    except KeyboardInterrupt:
+        print(interrupted, file=sys.stderr)
+        sys.exit(130)
+    except errors as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+
+
 def _last_line(err: BaseException) -> str:
     """The innermost, most specific line of an error (config files raise inside
     ml_collections, which wraps the message in a formatted traceback)."""

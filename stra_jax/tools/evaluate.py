@@ -28,7 +28,6 @@ excluded as in mAP, into ``OUT/ranks_<evaluator>/`` (PNGs + ``ranks.json``);
 """
 from __future__ import annotations
 
-import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -96,14 +95,10 @@ def main(argv) -> None:
     if _CONFIG.value is None or _CHECKPOINT.value is None:
         raise app.UsageError("--config and --checkpoint are required")
     logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
-    try:
-        run(_CONFIG.value, _CHECKPOINT.value, _OUTPUT.value, _RANKS.value, _OUT.value, _WORST.value, _RANDOM.value)
-    except KeyboardInterrupt:
-        print("interrupted; nothing was written", file=sys.stderr)
-        sys.exit(130)
-    except (ValueError, FileNotFoundError, PermissionError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+    from stra_jax.tools.cli import run_or_exit
+
+    run_or_exit(run, _CONFIG.value, _CHECKPOINT.value, _OUTPUT.value, _RANKS.value, _OUT.value, _WORST.value,
+                _RANDOM.value, interrupted="interrupted; nothing was written")
 
 
 def cli() -> None:

@@ -36,17 +36,15 @@ def main(argv) -> None:
         jax.distributed.initialize()
     from stra_jax.training.loop import Interrupted, NonFiniteLoss, train_and_evaluate
 
+    from stra_jax.tools.cli import USER_ERRORS, run_or_exit
+
     try:
-        train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    except Interrupted as err:
+        run_or_exit(train_and_evaluate, _CONFIG.value, _WORKDIR.value,
+                    interrupted="interrupted before training started; nothing was saved",
+                    errors=USER_ERRORS + (NonFiniteLoss,))
+    except Interrupted as err:  # a signal during training: its checkpoint is saved
         print(f"{err}", file=sys.stderr)
         sys.exit(err.exit_code)
-    except KeyboardInterrupt:
-        print("interrupted before training started; nothing was saved", file=sys.stderr)
-        sys.exit(130)
-    except (ValueError, FileNotFoundError, FileExistsError, PermissionError, NonFiniteLoss) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
 
 
 def cli() -> None:
