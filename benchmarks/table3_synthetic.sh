@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Paper Table 3(a) on the built-in synthetic ReID set, three seeds per row, then
 # the full StRA network with a smaller L_d weight (0.1, 0): the runs behind the
-# README's "Figures, curves and sweeps" section.
+# Table 3 section of docs/results.md.
 #
 #   bash benchmarks/table3_synthetic.sh                     # EPOCHS=20, into runs/table3
 #   EPOCHS=60 SEEDS=0,1,2,3,4 OUT=runs/table3_long bash benchmarks/table3_synthetic.sh

@@ -7,9 +7,8 @@ face StRA-ResNet trained from scratch with ArcFace + 0.1 x L_d.
 Generates the set into WORKDIR/data/synthetic_faces when absent (insightface's
 layout: train.rec/train.idx with the identity header, synthetic_lfw.bin and
 synthetic_cfp.bin), trains and verifies on both pair sets every few epochs,
-keeping the best model by mean verification accuracy. Measured on a 2-core
-CPU (README, "Face recognition"): 15 minutes; final 10-fold accuracy
-synthetic_lfw 89.5 +- 2.9, synthetic_cfp 85.3 +- 2.9 (chance 50). Variants as the dataset configs (``:cosface``,
+keeping the best model by mean verification accuracy (chance is 50%; run time
+and accuracies: docs/results.md). Variants as the dataset configs (``:cosface``,
 ``:softmax``, ``:baseline``), and ``:smoke`` (tiny, for tests).
 """
 from __future__ import annotations

@@ -14,17 +14,15 @@ Paper Table 3 on this set: the ablations of ``configs/reid_market.py``
     python -m stra_jax.tools.sweep --config configs/reid_synthetic.py \
         --variants baseline,local_only,no_interaction,paper --seeds 0,1,2 --workdir runs/table3
 
-Measured (20 epochs, decay at 13; ``benchmarks/table3_synthetic.sh``): mAP
-baseline 50.7 +- 3.3, local_only 39.5 +- 2.8, no_interaction 31.0 +- 3.6,
-paper 28.2 +- 1.8 -- the reverse of the paper's order; README, "Figures,
-curves and sweeps".
+``benchmarks/table3_synthetic.sh`` runs them (20 epochs, decay at 13); the
+measured table is in docs/results.md.
 
 Paper Table 2 on this set: ``:baseline`` (ResNet-50 with StRA's head) and one
 variant per comparison network (``:se``, ``:nonlocal``, ``:sasa``, ``:mnetv2``,
 ``:mnetv2_x1_4``, ``:stra_mnetv2``, ``:stra_mnetv2_x1_4``), narrowed like the
 demo's network (ResNets at width 16 with (1, 1, 2, 3) blocks, MobileNetV2 at
 half its width with one block per row); ``benchmarks/table2_synthetic.sh``
-runs them all and draws Fig. 3. Measured results: README, "Table 2 networks".
+runs them all and draws Fig. 3. Measured results: docs/results.md.
 """
 from __future__ import annotations
 

@@ -15,12 +15,14 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-COLAB_URL = "https://colab.research.google.com/github/stra-jax/stra-jax/blob/main/notebooks/quickstart.ipynb"
+# Colab opens a notebook from GitHub by its path: fill in your fork's owner and repository name.
+COLAB_URL = "https://colab.research.google.com/github/<owner>/<repo>/blob/main/notebooks/quickstart.ipynb"
 
 INTRO = f"""\
 # stra-jax quickstart: Structure-Regularized Attention for person re-identification
 
-[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({COLAB_URL})
+To open this notebook in Colab from your fork of the repository: in Colab, *File > Open notebook > GitHub*, or
+`{COLAB_URL}` with your fork's owner and repository name.
 
 This notebook runs the whole stra-jax workflow at toy size, on CPU in about a minute:
 
@@ -69,7 +71,8 @@ INSTALL_MD = """\
 ## 1. Install
 
 In Colab (or any environment where `stra_jax` is not importable and this notebook is not inside a checkout) the
-cell clones the repository and installs it with its dependencies (`pip install -e ./stra-jax`). Inside a
+cell clones your fork (set `REPO_URL` in the cell, or the environment variable `STRA_JAX_GIT_URL`) into `./stra-jax`
+and installs it with its dependencies (`pip install -e ./stra-jax`). Inside a
 checkout it uses the checkout (install the dependencies once with `pip install -r requirements.txt`); where
 `stra_jax` is already importable it installs nothing. If Colab asks to restart the session after the install
 (pip upgraded a package that was already loaded), restart and run all cells again: this cell then finds the
@@ -84,6 +87,8 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow (input pipeline only) is quiet
+# Only used where no checkout is found (Colab): the git URL of your fork of the repository.
+REPO_URL = os.environ.get("STRA_JAX_GIT_URL", "https://github.com/<owner>/<repo>")
 
 
 def is_repo(path):
@@ -111,7 +116,10 @@ def find_repo():
 REPO = find_repo()
 importable = importlib.util.find_spec("stra_jax") is not None
 if REPO is None:  # Colab: clone (the configs and eval.py are in the repository) and install
-    subprocess.run(["git", "clone", "--depth", "1", "https://github.com/stra-jax/stra-jax"], check=True)
+    if "<owner>" in REPO_URL:
+        raise RuntimeError("no stra-jax checkout found: set REPO_URL at the top of this cell to your fork's git URL "
+                           "(or STRA_JAX_REPO to a checkout) and run the cell again")
+    subprocess.run(["git", "clone", "--depth", "1", REPO_URL, "stra-jax"], check=True)
     REPO = Path("stra-jax").resolve()
     if not importable:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", str(REPO)], check=True)
@@ -293,7 +301,7 @@ python -m stra_jax.tools.visualize_modes --checkpoint WORKDIR --images FOLDER --
 ```
 
 After a few training steps the masks are close to uniform; after the full demo run they are sharp and several
-sit on the same body part in every view (README, "Figures, curves and sweeps").
+sit on the same body part in every view (the repository's docs/results.md has such a run).
 """
 
 MODES = r'''
@@ -408,7 +416,8 @@ NEXT = """\
 * **Installed commands** after `pip install .`: `stra-train`, `stra-eval`, `stra-export`, `stra-build-tfds`, ...
 * **Face recognition**, the paper's second task: `python train.py --config configs/face_synthetic.py --workdir
   runs/face`.
-* The README has the module API (`StRAttention`), the model zoo, the benchmarks and what was measured.
+* The repository's README has the module API (`StRAttention`), the model zoo and the commands that reproduce the
+  paper's tables; `docs/` has a page per topic, and `docs/results.md` what was measured.
 """
 
 

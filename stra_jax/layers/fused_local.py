@@ -2,14 +2,15 @@
 
 Forward it is exactly the ``"shift"`` formulation: softmax over the window of
 ``omega + nu(neighbour)``, then the weighted sum of the K*K shifted value maps.
-Autodiff of that program is slow on XLA:CPU for two reasons, measured at the
-last-stage shape (32, 16, 8, 512), G 8, K 3 (see benchmarks/attention.py):
+Autodiff of that program is slow on XLA:CPU for two reasons (at the
+last-stage shape (32, 16, 8, 512), G 8, K 3; benchmarks/attention.py, figures
+in docs/results.md):
 
 * the cotangent of each shifted slice is its own padded copy of the value map,
-  summed and transposed twice (once per consumer), about 150 ms of the
-  module's 200 ms;
+  summed and transposed twice (once per consumer): about three quarters of
+  the module's forward+backward time;
 * d(weights) is K*K separate reductions over the head's channels, each
-  re-reading the cotangent and the values (23 ms).
+  re-reading the cotangent and the values (about a tenth of it).
 
 Here the backward pass stores only the weights and the values and computes
 

@@ -31,10 +31,8 @@ different families.
 
 Default spec (the demo's): seed 0, 200 train ids x 24 images = 4,800 train
 images; 60 pair ids; 600 pairs per .bin (300 same, 300 different of which 100
-look-alike) = 1,200 images each; 7,200 images of 112 x 112, 39 MB on disk.
-Generating it (one process) on a 2-core machine shared with other jobs took 41 s
-(load ~2) to 56 s (load ~4) wall, 41-46 s CPU: ~6 ms per image, of which drawing
-~4.5 and JPEG 0.2; an idle 2-core machine needs less.
+look-alike) = 1,200 images each; 7,200 images of 112 x 112, 39 MB on disk,
+written by one process (generation times: docs/results.md).
 
 Determinism: every random quantity comes from ``spec.rng(stream, key...)``
 (``np.random.default_rng([seed, stream, key...])``, ``stra_jax.data.generated``)

@@ -12,9 +12,8 @@ view; the nose leans out by its depth * sin(yaw) and sticks out in profile.
 Shapes are signed distances (head units, < 0 inside) evaluated on the pixel grid
 (small parts on a window around them), turned into anti-aliased alpha
 clip(0.5 - sd * pixels_per_unit, 0, 1) and composited in painter's order onto a
-channel-first float32 (3, S, S) canvas; no per-pixel Python loop runs.  A
-112 x 112 image took 3-5 ms (bald / with hair, blur, occluder) on a 2-core machine
-shared with other jobs.  ``render_face`` returns (S, S, 3) uint8 RGB.
+channel-first float32 (3, S, S) canvas; no per-pixel Python loop runs
+(drawing times: docs/results.md).  ``render_face`` returns (S, S, 3) uint8 RGB.
 """
 from __future__ import annotations
 
