@@ -170,8 +170,9 @@ def parse_flags_or_exit(argv: list[str], doc: str | None = None) -> list[str]:
     """absl flag parsing with one-line errors (exit 2) and ``--help`` (exit 0)."""
     if any(arg in HELP_FLAGS for arg in argv[1:]):
         print((doc if doc is not None else sys.modules["__main__"].__doc__ or "").strip() + "\n")
-        print(flags.FLAGS.main_module_help() if hasattr(flags.FLAGS, "main_module_help")
-              else flags.FLAGS.get_help())
+        # The tools' own flags (defined in stra_jax.tools.*, also when python train.py is __main__).
+        own = [m for m in flags.FLAGS.flags_by_module_dict() if m == "__main__" or m.startswith("stra_jax.tools")]
+        print("\n".join(flags.FLAGS.module_help(m) for m in own) or flags.FLAGS.get_help())
         sys.exit(0)
     spec = _flag_value(argv, "config")
     model_options: dict[str, Any] = {}
