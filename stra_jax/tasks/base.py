@@ -24,6 +24,7 @@ select it with ``config.task = "name"``.
 from __future__ import annotations
 
 import abc
+import functools
 import hashlib
 import os
 import tempfile
@@ -35,6 +36,7 @@ import numpy as np
 
 from stra_jax.data.samplers import Sampler, build_sampler
 from stra_jax.evaluation.evaluators import Evaluator, build_evaluators
+from stra_jax.losses import LossContext, Objective, train_objective
 from stra_jax.utils import as_path, is_remote
 
 
@@ -103,6 +105,23 @@ class Task(abc.ABC):
         if self._sampler is None:
             self._sampler = build_sampler(self.config.get("input"), self.num_train_examples, self.train_labels)
         return self._sampler
+
+    def loss_context(self, num_classes: int | None) -> LossContext:
+        """What the loss terms of ``config.train.losses`` are built with; a task
+        adds what its terms need (e.g. a sharded classifier)."""
+        return LossContext(num_classes=num_classes)
+
+    def check_losses(self) -> None:
+        """Build ``config.train.losses`` without data, so that a bad term, weight
+        or option fails before anything is read or created (call in ``__init__``)."""
+        train_objective(self.config.train, self.loss_context(None))
+
+    @functools.cached_property
+    def objective(self) -> Objective:
+        """The weighted terms of ``config.train.losses`` (after :meth:`load`: they
+        know the class count), built once: what :meth:`loss` of a task with
+        config-chosen losses returns."""
+        return train_objective(self.config.train, self.loss_context(self.num_classes))
 
     def steps_per_epoch(self, global_batch: int) -> int:
         """Optimiser steps (global batches) per epoch: the sampler's."""

@@ -38,7 +38,7 @@ import numpy as np
 
 from stra_jax.data.face.dataset import FaceDataset, prepare_face_dataset
 from stra_jax.data.image_check import check_train_set
-from stra_jax.losses import LossContext, train_objective
+from stra_jax.losses import LossContext
 from stra_jax.models.registry import get_entry
 from stra_jax.sharding import DATA
 from stra_jax.tasks.base import Task
@@ -55,9 +55,7 @@ class FaceTask(Task):
 
     def __init__(self, config: Any, workdir=None) -> None:
         super().__init__(config, workdir)
-        # Fail on bad loss settings (a margin, a scale) before anything is read or created.
-        train_objective(config.train, LossContext(shard_classifier=self.shard_classifier))
-        self._objective = None
+        self.check_losses()  # a bad margin or scale fails before anything is read
 
     def load(self) -> str:
         """Read the data (``load_folder`` / ``load_tfds``, by ``dataset.source``),
@@ -70,8 +68,6 @@ class FaceTask(Task):
         if cfg.get("check_images", True):
             cache = self.workdir / "cache" / f"faces_ok_{cfg.name}.json" if self.workdir else None
             summary += f"\n{check_train_set(self.dataset.train, cache)} in {time.perf_counter() - start:.1f} s"
-        self._objective = train_objective(self.config.train, LossContext(num_classes=self.num_classes,
-                                                                          shard_classifier=self.shard_classifier))
         return summary
 
     def load_folder(self) -> str:
@@ -111,6 +107,10 @@ class FaceTask(Task):
         self.dataset = FaceDataset(cfg.name, Path(train.builder.data_dir), train,
                                    {name: Path(built) / name for name in pairs}, pairs=pairs)
         return f"{self.dataset.summary()}\nread from TFDS in {time.perf_counter() - start:.1f} s"
+
+    def loss_context(self, num_classes: int | None) -> LossContext:
+        """The margin terms shard their loss when the classifier is split."""
+        return LossContext(num_classes=num_classes, shard_classifier=self.shard_classifier)
 
     @property
     def shard_classifier(self) -> bool:
@@ -172,9 +172,7 @@ class FaceTask(Task):
              collections: Mapping[str, Any]) -> tuple[jax.Array, dict[str, jax.Array]]:
         """The weighted terms of ``config.train.losses`` (the recipes: margin
         cross-entropy, softmax / CosFace / ArcFace, + w * L_d)."""
-        if self._objective is None:
-            raise RuntimeError("FaceTask.loss before load()")
-        return self._objective(outputs, batch, collections)
+        return self.objective(outputs, batch, collections)
 
     def eval_context(self) -> dict[str, Any]:
         """The ``.bin`` sets; with the TFDS source also their pairs, already read."""

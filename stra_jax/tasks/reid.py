@@ -19,7 +19,6 @@ import numpy as np
 
 from stra_jax.data.image_check import check_images
 from stra_jax.data.reid import ReIDDataset, prepare_dataset
-from stra_jax.losses import LossContext, train_objective
 from stra_jax.tasks.base import Task
 
 
@@ -32,8 +31,7 @@ class ReIDTask(Task):
 
     def __init__(self, config: Any, workdir=None) -> None:
         super().__init__(config, workdir)
-        # Fail on bad loss settings before anything is read or created.
-        train_objective(config.train, LossContext())
+        self.check_losses()
 
     def load_folder(self) -> str:
         """Read (or generate) the dataset, then decode every train, query and
@@ -106,8 +104,7 @@ class ReIDTask(Task):
              collections: Mapping[str, Any]) -> tuple[jax.Array, dict[str, jax.Array]]:
         """The weighted terms of ``config.train.losses`` (the recipes: identity
         cross-entropy, optionally label-smoothed, + w * L_d)."""
-        objective = train_objective(self.config.train, LossContext(num_classes=self.num_classes))
-        return objective(outputs, batch, collections)
+        return self.objective(outputs, batch, collections)
 
     def eval_context(self) -> dict[str, Any]:
         return {"reid_dataset": self.dataset}
