@@ -179,3 +179,12 @@ def test_the_loop_takes_the_epoch_length_and_groups_from_the_sampler(toy_pairs, 
             train_and_evaluate(_config(toy_pairs, 22), tmp_path / "c")
     finally:
         TASKS.unregister("labelled")
+
+
+def test_an_unknown_sampler_fails_before_any_data_is_read(tmp_path):
+    config = reid_synthetic.get_config("smoke")
+    config.dataset.root = str(tmp_path / "data")  # the synthetic set would be generated here
+    config.input.sampler = "pk"
+    with pytest.raises(ValueError, match=r"config.input.sampler='pk': unknown sampler; known samplers: \["):
+        train_and_evaluate(config, tmp_path / "run")
+    assert not (tmp_path / "data").exists() and not (tmp_path / "run").exists()

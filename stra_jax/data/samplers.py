@@ -37,7 +37,8 @@ import numpy as np
 
 from stra_jax.registry import Registry
 
-__all__ = ["SAMPLERS", "RandomSampler", "Sampler", "build_sampler", "host_epoch_slice", "sampler_for"]
+__all__ = ["SAMPLERS", "RandomSampler", "Sampler", "build_sampler", "check_sampler_config", "host_epoch_slice",
+           "sampler_for"]
 
 
 class Sampler(Protocol):
@@ -91,6 +92,17 @@ def build_sampler(input_config: Mapping[str, Any] | None, num_examples: int,
 
     An unknown name fails listing the known samplers; an option the sampler
     does not take fails naming the key."""
+    name, factory, options = check_sampler_config(input_config)
+    sampler = factory(int(num_examples), labels, **options)
+    group = getattr(sampler, "group_size", None)
+    if isinstance(group, bool) or not isinstance(group, (int, np.integer)) or group < 1:
+        raise ValueError(f"config.input.sampler={name!r}: its group_size={group!r} is not a positive integer")
+    return sampler
+
+
+def check_sampler_config(input_config: Mapping[str, Any] | None) -> tuple[str, SamplerFactory, dict[str, Any]]:
+    """``(name, factory, options)`` of ``config.input.sampler`` / ``sampler_options``,
+    checked without data: an unknown name or option fails before anything is read."""
     input_config = input_config if input_config is not None else {}
     name = input_config.get("sampler", "random") or "random"
     if not isinstance(name, str):
@@ -99,11 +111,7 @@ def build_sampler(input_config: Mapping[str, Any] | None, num_examples: int,
     options = input_config.get("sampler_options") or {}
     options = dict(options.to_dict() if hasattr(options, "to_dict") else options)
     _check_options(name, factory, options)
-    sampler = factory(int(num_examples), labels, **options)
-    group = getattr(sampler, "group_size", None)
-    if isinstance(group, bool) or not isinstance(group, (int, np.integer)) or group < 1:
-        raise ValueError(f"config.input.sampler={name!r}: its group_size={group!r} is not a positive integer")
-    return sampler
+    return name, factory, options
 
 
 def _check_options(name: str, factory: SamplerFactory, options: dict[str, Any]) -> None:

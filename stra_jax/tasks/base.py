@@ -34,7 +34,7 @@ from typing import Any, ClassVar, Iterable, Mapping
 import jax
 import numpy as np
 
-from stra_jax.data.samplers import Sampler, build_sampler
+from stra_jax.data.samplers import Sampler, build_sampler, check_sampler_config
 from stra_jax.evaluation.evaluators import Evaluator, build_evaluators
 from stra_jax.losses import LossContext, Objective, train_objective
 from stra_jax.utils import as_path, is_remote
@@ -53,6 +53,7 @@ class Task(abc.ABC):
         self.config = config
         # local or gs:// (etils epath: one API); data it generates stays on a local disk
         self.workdir = as_path(workdir) if workdir is not None else None
+        check_sampler_config(config.get("input"))  # a bad sampler fails before any data is read
 
     def load(self) -> str:
         """Read (or generate) the data; returns a summary for the log.
