@@ -123,7 +123,10 @@ def reid_config(dataset: str, root: str, arg: str | None = None,
     config = ml_collections.ConfigDict()
     config.task = "reid"  # stra_jax.tasks: data, loss and evaluators
     config.seed = 0
-    config.init_from = ""  # .pth/.safetensors (e.g. torchvision ImageNet ResNet-50) or a model dir
+    # "" (random), a PyTorch state_dict (.pth/.pt/.bin/.safetensors, e.g. torchvision ImageNet ResNet-50),
+    # a model dir or a training workdir (model_best/, else model_last/) of this or another architecture
+    # of the family: tensors with the same name and shape load, the rest (StRA, head) stay at init.
+    config.init_from = ""
     # skip_corrupt: drop (and count) unreadable images instead of stopping before training.
     # source: "folder" reads root (the extracted layout); "tfds" reads the TFDS build of the
     # dataset in data_dir ('' = ~/tensorflow_datasets, or WORKDIR/data/tfds for the synthetic

@@ -161,7 +161,7 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
             return normalise_state_dict(load_file(str(path)))
         except Exception as err:  # safetensors raises its own error types for a damaged header
             raise ValueError(f"{path}: not a readable .safetensors file ({type(err).__name__}: {err})") from None
-    if path.name.endswith((".pth", ".pth.tar", ".pt", ".tar")):
+    if path.name.endswith((".pth", ".pth.tar", ".pt", ".tar", ".bin")):  # .bin: torch.save too (Hugging Face)
         try:
             import torch
         except ImportError as err:

@@ -74,6 +74,7 @@ Factory = Callable[[str, dict[str, Any], Mapping[str, Any]], Evaluator]
 EVALUATORS: Registry[Factory] = Registry("evaluator")
 EVALUATORS.register("reid_retrieval", "stra_jax.evaluation.reid_retrieval:ReIDRetrieval")
 EVALUATORS.register("face_verification", "stra_jax.evaluation.face_verification:FaceVerification")
+EVALUATORS.register("classification", "stra_jax.evaluation.classification:ClassificationAccuracy")
 
 
 def register_evaluator(type_name: str, factory: Factory | str, *, overwrite: bool = False) -> None:

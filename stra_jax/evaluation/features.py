@@ -2,7 +2,7 @@
 and the flip (mirror image) forward pass every evaluator shares."""
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -33,6 +33,7 @@ def extract_features(
     output: str = "embedding",
     mesh: jax.sharding.Mesh | None = None,
     images: Mapping[str, bytes] | None = None,
+    pipeline: Callable[..., Any] | None = None,
 ) -> np.ndarray:
     """(N, D) float32 features of the images at ``paths``, in order, on every host.
 
@@ -41,8 +42,14 @@ def extract_features(
     ``images``: the encoded images by path when they are not files (TFDS source).
     ``batch_size`` (global) must divide evenly over the mesh's devices. With
     several processes each one decodes only its slice of every batch.
+    ``pipeline(paths, batch_size=, image_size=, images=) -> tf.data.Dataset`` of
+    ``{"images"}`` batches: the task's evaluation preprocessing (default: ReID's
+    ``eval_dataset``, a plain resize).
     """
-    from stra_jax.data.reid.pipeline import eval_dataset, numpy_batches  # TensorFlow: only when extracting
+    from stra_jax.data.images import numpy_batches  # TensorFlow: only when extracting
+
+    if pipeline is None:
+        from stra_jax.data.reid.pipeline import eval_dataset as pipeline
 
     mesh = make_mesh(jax.local_devices()) if mesh is None else mesh
     check_batch_divisible(batch_size, mesh)
@@ -63,7 +70,7 @@ def extract_features(
     order = np.arange(padded).reshape(-1, hosts, local)[:, host].ravel()
     mine = [paths[min(i, len(paths) - 1)] for i in order]
     chunks = []
-    batches = eval_dataset(mine, batch_size=local, image_size=image_size, images=images)
+    batches = pipeline(mine, batch_size=local, image_size=image_size, images=images)
     for batch in numpy_batches(batches, mine, images):
         images = jax.make_array_from_process_local_data(in_sharding, batch["images"])
         feats = forward(variables, images)

@@ -112,6 +112,19 @@ def resolve_model_dir(path: str | os.PathLike) -> tuple[epath.Path, epath.Path |
                             "workdir; expected a stra-jax model directory (model.json + variables/)")
 
 
+def load_variables(model_dir: str | os.PathLike) -> dict[str, Any]:
+    """The saved ``{"params", "batch_stats"}`` of a model directory as they are,
+    without building its model (for ``models/transplant.py``: any architecture,
+    on this host's first device whatever devices wrote it)."""
+    read_model_spec(model_dir)  # fail clearly on a non-model directory
+    path = as_path(model_dir) / "variables"
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as ckptr:
+        saved = ckptr.metadata(path).item_metadata.tree
+        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), saved)
+        return ckptr.restore(path, args=ocp.args.StandardRestore(target))
+
+
 def load_model(model_dir: str | os.PathLike, *, expect_arch: str | None = None,
                **overrides: Any) -> tuple[Any, dict[str, Any]]:
     """Restore ``(model, variables)`` from a model directory.

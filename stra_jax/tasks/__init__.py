@@ -18,6 +18,7 @@ from stra_jax.tasks.base import Task
 TASKS: Registry[type[Task]] = Registry("task")
 TASKS.register("reid", "stra_jax.tasks.reid:ReIDTask")
 TASKS.register("face", "stra_jax.tasks.face:FaceTask")
+TASKS.register("classification", "stra_jax.tasks.classification:ClassificationTask")
 
 
 def register_task(name: str, task: type[Task] | str, *, overwrite: bool = False) -> None:

@@ -28,9 +28,10 @@ import numpy as np
 from etils import epath
 
 from stra_jax.evaluation.evaluators import run_evaluators, scalars, tables
-from stra_jax.models import abstract_variables, create_model, frozen_param_mask, init_variables, load_model
-from stra_jax.models.io import (MODEL_BEST, MODEL_LAST, copy_model_dir, read_model_spec, save_model,
+from stra_jax.models import abstract_variables, create_model, frozen_param_mask, init_variables
+from stra_jax.models.io import (MODEL_BEST, MODEL_LAST, copy_model_dir, load_variables, read_model_spec, save_model,
                                 update_model_info)
+from stra_jax.models.transplant import TransplantReport, resolve_init_source, transplant
 from stra_jax.sharding import gather_to_host, make_mesh, prefetch_to_mesh, state_shardings
 from stra_jax.tasks import make_task
 from stra_jax.training import checkpoint
@@ -41,7 +42,7 @@ from stra_jax.training.state import TrainState
 from stra_jax.training.step import check_micro_batches, make_train_step
 from stra_jax.training.validate import check_train_config, check_workdir
 from stra_jax.training.writers import MetricWriter
-from stra_jax.utils import as_path, shape_mismatches, write_json_atomic
+from stra_jax.utils import as_path, write_json_atomic
 
 class NonFiniteLoss(RuntimeError):
     pass
@@ -51,24 +52,43 @@ __all__ = ["Interrupted", "NonFiniteLoss", "train_and_evaluate"]
 
 
 def initial_variables(config, model) -> dict[str, Any]:
-    """Random init, or ``config.init_from``: a PyTorch file (ImageNet or the
-    authors' weights, loaded where name and shape match, the rest reported) or
-    a model directory of exactly this architecture."""
+    """Random init (``config.seed``), or ``config.init_from`` (a path as given,
+    relative to the working directory, or ``gs://``):
+
+    * a training workdir (its ``model_best/``, else ``model_last/``) or a model
+      directory (``model.json`` + ``variables/``) of any architecture of the same
+      family: every tensor with the same name and shape is copied, the others
+      (new modules such as StRA, a resized head) stay at their initialisation
+      (``models/transplant.py``; the same architecture loads everything);
+    * a PyTorch state_dict (``.pth`` / ``.pt`` / ``.bin`` / ``.safetensors``:
+      ImageNet or the authors' weights), loaded where name and shape match.
+
+    Prints one report: counts, the tensors left at initialisation by module,
+    conflicting shapes, unused source tensors. A source sharing no tensor with
+    the model fails naming both architectures.
+    """
     variables = init_variables(model, jax.random.key(config.seed))
     source = config.get("init_from")
     if not source:
         return variables
-    from stra_jax.convert import load_state_dict, read_state_dict
+    init = resolve_init_source(source)
+    if init.kind == "state_dict":
+        from stra_jax.convert import load_state_dict, read_state_dict
 
-    if Path(source).is_dir():
-        _, loaded = load_model(source)
-        problems = shape_mismatches(variables, loaded)
-        if problems:
-            raise ValueError(f"init_from {source}: another architecture:\n  " + "\n  ".join(problems))
-        return loaded
-    variables, report = load_state_dict(variables, read_state_dict(source), strict=False, model=model)
-    print(f"init_from {source}: {len(report.loaded)} tensors loaded, "
-          f"{len(report.initialised)} left at initialisation")
+        variables, loaded = load_state_dict(variables, read_state_dict(init.path), strict=False, model=model)
+        # The same counts as a transplant; names are PyTorch's.
+        report = TransplantReport(source_arch="PyTorch state_dict", target_arch=config.model.name,
+                                  loaded=loaded.loaded, new=loaded.missing, conflicting=loaded.mismatched,
+                                  unused=loaded.unexpected)
+        print(report.describe(str(init)), flush=True)
+        return variables
+    source_arch = read_model_spec(init.path)["arch"]
+    try:
+        variables, report = transplant(variables, load_variables(init.path), target_arch=config.model.name,
+                                       source_arch=source_arch)
+    except ValueError as err:
+        raise ValueError(f"init_from {init}: {err}") from None
+    print(report.describe(str(init)), flush=True)
     return variables
 
 

@@ -26,21 +26,21 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from stra_jax.data import hide_gpus_from_tf
-from stra_jax.data.image_check import check_images, first_bad_image
-from stra_jax.data.iterate import numpy_iterator
+from stra_jax.data.image_check import check_images
+# The image helpers every pipeline shares live in data/images.py; re-exported here.
+from stra_jax.data.images import (IMAGENET_MEAN, IMAGENET_STD, decode_image, encoded_images, load_image,
+                                  normalize, numpy_batches)
 from stra_jax.data.reid.common import Record
 from stra_jax.data.samplers import Sampler, host_epoch_slice, sampler_for
 
-__all__ = ["Augment", "check_images", "eval_dataset", "numpy_batches", "train_dataset"]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Augment", "check_images", "decode_image", "encoded_images",
+           "eval_dataset", "load_image", "normalize", "numpy_batches", "train_dataset"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,57 +53,6 @@ class Augment:
     erase_area: tuple[float, float] = (0.02, 0.4)
     erase_aspect: tuple[float, float] = (0.3, 3.3)
     erase_tries: int = 10
-
-
-def numpy_batches(ds: tf.data.Dataset, paths: Sequence[str], images: Mapping[str, bytes] | None = None,
-                  ) -> Iterator[dict[str, np.ndarray]]:
-    """``ds.as_numpy_iterator()``, except that a decode error (a file that broke
-    after the up-front check, or was never checked) raises ``ValueError`` naming
-    the file among ``paths`` (the files ``ds`` reads; their bytes in ``images``
-    for the TFDS source) instead of TensorFlow's ``Input is empty.``."""
-    def explain(err: tf.errors.OpError) -> str:
-        culprit = first_bad_image(paths, images)
-        message = err.message.strip().splitlines()[0] if err.message else type(err).__name__
-        if culprit is None:
-            return f"input pipeline failed ({message}); no unreadable file among its {len(paths)} images"
-        return f"{culprit[0]}: corrupt or unreadable image ({culprit[1]}; TensorFlow: {message})"
-
-    return numpy_iterator(ds, (tf.errors.OpError,), explain)
-
-
-def decode_image(encoded: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
-    """Encoded JPEG/PNG/BMP -> (H, W, 3) float32 in [0, 1], resized bilinearly to ``image_size``."""
-    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-    image = tf.image.convert_image_dtype(image, tf.float32)
-    return tf.image.resize(image, image_size, method="bilinear")
-
-
-def load_image(path: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
-    """File (local or any ``tf.io.gfile`` path, e.g. ``gs://``) -> (H, W, 3) float32 in [0, 1]."""
-    return decode_image(tf.io.read_file(path), image_size)
-
-
-def encoded_images(paths: np.ndarray, extras: tuple[np.ndarray, ...],
-                   images: Mapping[str, bytes] | None = None) -> tf.data.Dataset:
-    """Elements ``(encoded image, *extras[i])`` for the i-th path, in order: the
-    file read by tf.data's parallel map, or, with ``images`` (TFDS source), the
-    bytes held in memory under that path, sliced from one string tensor of this
-    call's images (an epoch's host slice: well under TensorFlow's 2 GB limit
-    for ReID sets), so no Python runs per example."""
-    if images is None:
-        ds = tf.data.Dataset.from_tensor_slices((paths, *extras))
-        return ds.map(lambda path, *rest: (tf.io.read_file(path), *rest),
-                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    missing = [p for p in dict.fromkeys(paths) if p not in images]
-    if missing:
-        raise ValueError(f"{missing[0]}: no such image in the dataset's records "
-                         f"({len(missing)} of {len(paths)} paths missing)")
-    encoded = np.array([images[p] for p in paths], dtype=object)
-    return tf.data.Dataset.from_tensor_slices((encoded, *extras))
-
-
-def normalize(image: tf.Tensor) -> tf.Tensor:
-    return (image - tf.constant(IMAGENET_MEAN)) / tf.constant(IMAGENET_STD)
 
 
 def random_erase(image: tf.Tensor, seed: tf.Tensor, cfg: Augment) -> tf.Tensor:

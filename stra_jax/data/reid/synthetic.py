@@ -193,7 +193,6 @@ def plan_images(spec: SyntheticSpec) -> list[ImageRecord]:
 
 def render(spec: SyntheticSpec, rec: ImageRecord) -> np.ndarray:
     """Pixels of one record: (height, width, 3) uint8 RGB."""
-    h, w = spec.height, spec.width
     cam = draw.sample_camera(spec.rng(_CAMERA, rec.cam), spec.color_cast, spec.blur_camera_fraction)
     if rec.kind == "person":
         rng = spec.rng(_IMAGE, rec.pid, rec.index)
@@ -201,17 +200,32 @@ def render(spec: SyntheticSpec, rec: ImageRecord) -> np.ndarray:
     else:
         rng = spec.rng(_DISTRACTOR if rec.kind == "distractor" else _JUNK, rec.index, 1)
         person = draw.sample_identity(rng)  # an anonymous passer-by
+    return render_scene(spec, rng, cam, person, rec.kind)
+
+
+def render_scene(spec: SyntheticSpec, rng: np.random.Generator, cam: draw.Camera, person: draw.Identity,
+                 kind: str = "person") -> np.ndarray:
+    """One image of ``person`` seen by ``cam``: (spec.height, spec.width, 3) uint8 RGB.
+
+    Background and clutter, person placement and pose, occluder, flip,
+    brightness and the camera's response, with the nuisance strengths of
+    ``spec``, all drawn from ``rng`` in a fixed order. ``kind`` "distractor"
+    (background only or a person mostly outside the box) and "junk" (a badly
+    cropped, blurred body part) are the Market gallery's non-person boxes.
+    Also used by the synthetic classification set's "people" kind.
+    """
+    h, w = spec.height, spec.width
     canvas = draw.draw_background(rng, cam, h, w, spec.clutter)
     s = h * 0.92 * person.height * math.exp(spec.scale_jitter * rng.standard_normal())
     cx = w / 2 + spec.shift_jitter * w * rng.standard_normal()
     top = (h - s) / 2 + spec.shift_jitter * h * rng.standard_normal()
     extra_blur = 0.0
-    if rec.kind == "distractor":
+    if kind == "distractor":
         if rng.random() < 0.5:
             s = 0.0  # background only: a false detection
         else:        # a person mostly outside the box
             cx += rng.choice([-1.0, 1.0]) * w * rng.uniform(0.55, 0.8)
-    elif rec.kind == "junk":  # a badly cropped, blurred body part
+    elif kind == "junk":  # a badly cropped, blurred body part
         s *= rng.uniform(1.8, 3.0)
         top -= s * rng.uniform(0.0, 0.6)
         extra_blur = 1.5

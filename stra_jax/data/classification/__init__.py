@@ -1,0 +1,1 @@
+"""Image classification data: folder-per-class sets, the synthetic pretraining set, the tf.data pipeline."""

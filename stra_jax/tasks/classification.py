@@ -1,0 +1,152 @@
+"""Image classification (ImageNet-style pretraining): class cross-entropy
+(optionally label-smoothed), top-1 / top-5 evaluation.
+
+Config keys read here:
+
+* ``dataset``: ``name`` ("folder": ``root/train/<class>/*``, ``root/val/<class>/*``;
+  "synthetic": the built-in pretraining set, generated into ``root`` or
+  ``WORKDIR/data/synthetic`` from ``dataset.synthetic``; or, with
+  ``source="tfds"``, any TFDS builder with ``image`` and ``label`` features:
+  ``imagenet2012``, ``imagenette``, ...), ``root``, ``options`` (the reader's
+  keyword options, e.g. ``train_dir``/``val_dir``), ``skip_corrupt``,
+  ``source`` ("folder" | "tfds"), ``data_dir``, ``train_split`` / ``eval_split``
+  (TFDS split names);
+* ``input``: ``image_size`` (H, W), ``augment`` (``crop`` "inception" |
+  "resize", ``area``, ``aspect``, ``flip``), ``sampler``;
+* ``train.losses``: weighted terms, usually ``ce`` (``label_smoothing``) and,
+  for StRA networks, ``diversity`` (L_d).
+
+The evaluators (``config.evals``, usually one ``classification``) get the
+dataset as ``classification_dataset``; the best checkpoint is the one with the
+highest top-1 of the first of them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import jax
+import numpy as np
+
+from stra_jax.data.classification.dataset import ClassificationDataset, prepare_classification
+from stra_jax.data.image_check import check_images
+from stra_jax.tasks.base import Task
+
+
+class ClassificationTask(Task):
+    """Train on a classification set's ``train`` split; top-k accuracy on its ``val`` split."""
+
+    progress_metrics = ("ce", "diversity", "accuracy")
+    dataset: ClassificationDataset
+
+    def __init__(self, config: Any, workdir=None) -> None:
+        super().__init__(config, workdir)
+        self.check_losses()
+
+    def load_folder(self) -> str:
+        """Read (or generate) the folders, then decode every image once (cached in
+        ``WORKDIR/cache``): a corrupt file stops the run naming it, or with
+        ``dataset.skip_corrupt`` is skipped and counted."""
+        cfg = self.config.dataset
+        synthetic = cfg.get("synthetic")
+        options = cfg.get("options")
+        dataset = prepare_classification(cfg.name, self.data_root(), synthetic.to_dict() if synthetic else None,
+                                         options.to_dict() if hasattr(options, "to_dict") else options)
+        cache = self.workdir / "cache" / f"images_ok_{cfg.name}.json" if self.workdir else None
+        start = time.perf_counter()
+        _, skipped = check_images(list(dataset.train) + list(dataset.val), skip_corrupt=cfg.get("skip_corrupt", False),
+                                  cache=cache)
+        bad = set(skipped)
+        self.dataset = dataclasses.replace(dataset, train=tuple(e for e in dataset.train if e.path not in bad),
+                                           val=tuple(e for e in dataset.val if e.path not in bad))
+        note = f"checked {len(dataset.train) + len(dataset.val)} images in {time.perf_counter() - start:.1f} s"
+        if skipped:
+            note += f"; skipped {len(skipped)} corrupt (dataset.skip_corrupt): " + ", ".join(skipped[:5])
+        return f"{self.dataset.summary()}\n{note}"
+
+    def load_tfds(self) -> str:
+        """A TFDS builder with ``image`` and ``label`` features (``data/classification/tfds.py``)."""
+        from stra_jax.data.classification.tfds import load_tfds_classification
+
+        cfg = self.config.dataset
+        start = time.perf_counter()
+        self.dataset = load_tfds_classification(cfg.name, cfg.get("data_dir") or None,
+                                                train_split=cfg.get("train_split", "train"),
+                                                eval_split=cfg.get("eval_split", "validation"))
+        return f"{self.dataset.summary()}\nread from TFDS in {time.perf_counter() - start:.1f} s"
+
+    @property
+    def num_classes(self) -> int:
+        return self.dataset.num_classes
+
+    @property
+    def num_train_examples(self) -> int:
+        return len(self.dataset.train)
+
+    def train_labels(self) -> np.ndarray:
+        return np.asarray([e.label for e in self.dataset.train], np.int64)
+
+    def train_batches(self, *, epoch: int, start_step: int, global_batch: int, process_index: int,
+                      process_count: int) -> Iterable[dict[str, np.ndarray]]:
+        from stra_jax.data.classification.pipeline import ClassAugment, train_dataset
+        from stra_jax.data.images import numpy_batches
+
+        cfg = self.config.input
+        augment = cfg.get("augment")
+        ds = train_dataset(self.dataset.train, global_batch=global_batch, image_size=tuple(cfg.image_size),
+                           seed=self.config.seed, epoch=epoch, start_step=start_step,
+                           augmentation=ClassAugment(**(augment.to_dict() if augment else {})),
+                           process_index=process_index, process_count=process_count, images=self.dataset.images,
+                           sampler=self.sampler)
+        return numpy_batches(ds, [e.path for e in self.dataset.train], self.dataset.images)
+
+    def loss(self, outputs: dict[str, jax.Array], batch: dict[str, jax.Array],
+             collections: Mapping[str, Any]) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """The weighted terms of ``config.train.losses`` (CE with label smoothing, + w * L_d)."""
+        return self.objective(outputs, batch, collections)
+
+    def eval_context(self) -> dict[str, Any]:
+        return {"classification_dataset": self.dataset}
+
+    def default_best_metric(self) -> str | None:
+        """top-1 of the first ``classification`` evaluator (by name), e.g. ``"val/top1"``."""
+        names = sorted(n for n, e in (self.config.get("evals") or {}).items() if e.get("type") == "classification")
+        return f"{names[0]}/top1" if names else None
+
+    @classmethod
+    def preprocessing(cls, config: Any) -> dict[str, Any]:
+        """ImageNet normalisation of [0, 1] RGB after the resize + central crop of evaluation."""
+        from stra_jax.data.images import IMAGENET_MEAN, IMAGENET_STD
+
+        crop = _eval_crop_fraction(config)
+        return {"task": "classification", "range": [0.0, 1.0], "mean": list(IMAGENET_MEAN),
+                "std": list(IMAGENET_STD), "formula": "(rgb - mean) / std, rgb = uint8 / 255",
+                "source": "stra_jax.data.classification.pipeline.eval_dataset",
+                "resize": f"bilinear, aspect kept, to cover H x W / {crop}; central H x W crop"}
+
+    @classmethod
+    def eval_images(cls, config: Any, paths: list[Path], image_size: tuple[int, int]
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """The classification evaluation pipeline on ``paths``."""
+        from stra_jax.data.classification.dataset import Example
+        from stra_jax.data.classification.pipeline import eval_dataset
+        from stra_jax.data.images import IMAGENET_MEAN, IMAGENET_STD, numpy_batches
+
+        names = [str(p) for p in paths]
+        check_images([Example(n, 0) for n in names])
+        ds = eval_dataset(names, batch_size=len(names), image_size=image_size,
+                          crop_fraction=_eval_crop_fraction(config))
+        images = np.concatenate([b["images"] for b in numpy_batches(ds, names)])[: len(names)]
+        return images, np.clip(images * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN), 0, 1)
+
+
+def _eval_crop_fraction(config: Any) -> float:
+    """The first classification evaluator's ``crop_fraction`` (default 0.875)."""
+    from stra_jax.evaluation.classification import DEFAULTS
+
+    for _, e in sorted((config.get("evals") or {}).items()):
+        if e.get("type") == "classification":
+            return float(e.get("crop_fraction", DEFAULTS["crop_fraction"]))
+    return float(DEFAULTS["crop_fraction"])
