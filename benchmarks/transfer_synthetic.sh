@@ -3,7 +3,9 @@
 # the synthetic classification set, transplant it into every Table 3(a) network,
 # fine-tune on the synthetic ReID target with the paper's freezing; the same
 # networks from scratch; the StRA-vs-baseline gap against the target's size; the
-# L_d weight. The runs behind the transfer section of docs/results.md.
+# L_d weight; the same-domain pretraining (synthetic people) for comparison; a
+# held-out target (another seed of the synthetic set). The runs behind the
+# transfer section of docs/results.md.
 #
 #   bash benchmarks/transfer_synthetic.sh                   # everything, into runs/
 #   STAGES="pretrain table3" bash benchmarks/transfer_synthetic.sh
@@ -18,7 +20,7 @@ JOBS="${JOBS:-2}"
 SEEDS="${SEEDS:-0,1,2}"            # Table 3(a) in both regimes, and the smallest target size
 SIZE_SEEDS="${SIZE_SEEDS:-0}"      # the larger target sizes
 LD_SEEDS="${LD_SEEDS:-0,1,2}"      # the L_d weights
-STAGES="${STAGES:-pretrain table3 scratch sizes ld}"
+STAGES="${STAGES:-pretrain table3 scratch sizes ld people heldout}"
 PRE="$OUT/pretrain"
 sweep() { python -m stra_jax.tools.sweep --config configs/reid_synthetic_transfer.py --jobs "$JOBS" "$@"; }
 has() { [[ " $STAGES " == *" $1 "* ]]; }
@@ -45,4 +47,13 @@ fi
 if has ld; then
   sweep --variants ld0+paper,ld01+paper --seeds "$LD_SEEDS" --workdir "$OUT/transfer_ld" \
     --set "init_from=$PRE" --set "dataset.root=$OUT/data_n480"
+fi
+if has people; then
+  python train.py --config configs/pretrain_synthetic.py:people --workdir "$OUT/pretrain_people"
+  sweep --variants baseline,paper --seeds "$SEEDS" --workdir "$OUT/transfer_people" \
+    --set "init_from=$OUT/pretrain_people" --set "dataset.root=$OUT/data_n480"
+fi
+if has heldout; then
+  sweep --variants baseline,paper --seeds "$SIZE_SEEDS" --workdir "$OUT/transfer_heldout" \
+    --set "init_from=$PRE" --set "dataset.synthetic.seed=1" --set "dataset.root=$OUT/data_n480_seed1"
 fi

@@ -62,7 +62,7 @@ def get_config(arg: str | None = None):
     if "scratch" in variants:
         config.train.frozen_epochs = 0
     if "ld0" in variants or "ld01" in variants:
-        if "diversity" not in config.train.losses:
+        if not config.model.name.startswith("stra_"):
             raise ValueError("config variants ld0 / ld01 set the L_d weight of a StRA network; "
                              f"{config.model.name} has no StRA modules")
         config.train.losses.diversity.weight = 0.0 if "ld0" in variants else 0.1

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ from stra_jax.data.classification.pipeline import (ClassAugment, augment, incept
 from stra_jax.data.images import IMAGENET_MEAN, IMAGENET_STD
 from stra_jax.data.samplers import RandomSampler
 from stra_jax.evaluation.classification import softmax_cross_entropy, topk_correct
+from tests.helpers import REPO
 
 COLOURS = {"blue": (20, 40, 230), "green": (30, 200, 40), "red": (220, 30, 30)}
 
@@ -55,17 +58,17 @@ LOGITS = np.array([
     [0.1, 0.5, 0.2, 0.9, 0.3, 0.0],   # label 3: highest                        -> rank 1
     [0.1, 0.5, 0.2, 0.9, 0.3, 0.0],   # label 1: only 0.9 above                  -> rank 2
     [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],   # label 0: five above                      -> rank 6
-    [2.0, 2.0, 1.0, 0.0, 0.0, 0.0],   # label 1: tied with class 0, none above   -> rank 1
-    [0.0, 0.0, 0.0, 0.0, 0.0, 0.0],   # label 5: all tied                        -> rank 1
+    [2.0, 2.0, 1.0, 0.0, 0.0, 0.0],   # label 1: tied with class 0 (lower index first) -> rank 2
+    [0.0, 0.0, 0.0, 0.0, 0.0, 0.0],   # label 5: all tied, five lower indices    -> rank 6
     [5.0, 4.0, 3.0, 2.0, 1.0, 0.0],   # label 4: four above                      -> rank 5
 ], np.float32)
 LABELS = np.array([3, 1, 0, 1, 5, 4])
 
 
 @pytest.mark.parametrize("k, expected", [
-    (1, [True, False, False, True, True, False]),
-    (2, [True, True, False, True, True, False]),
-    (5, [True, True, False, True, True, True]),
+    (1, [True, False, False, False, False, False]),
+    (2, [True, True, False, True, False, False]),
+    (5, [True, True, False, True, False, True]),
     (6, [True] * 6),
 ])
 def test_topk_correct_against_hand_counts(k, expected):
@@ -74,8 +77,14 @@ def test_topk_correct_against_hand_counts(k, expected):
 
 
 def test_top1_and_top5_accuracy_by_hand():
-    assert topk_correct(LOGITS, LABELS, 1).mean() == pytest.approx(3 / 6)
-    assert topk_correct(LOGITS, LABELS, 5).mean() == pytest.approx(5 / 6)
+    assert topk_correct(LOGITS, LABELS, 1).mean() == pytest.approx(1 / 6)
+    assert topk_correct(LOGITS, LABELS, 5).mean() == pytest.approx(4 / 6)
+
+
+def test_topk_non_finite_logits_are_wrong():
+    logits = np.full((2, 3), np.nan, np.float32)
+    logits[1, 2] = 1.0
+    assert topk_correct(logits, np.array([0, 2]), 3).tolist() == [False, True]
 
 
 def test_softmax_cross_entropy_against_a_loop():
@@ -246,19 +255,27 @@ def test_classification_run_writes_metrics_and_best_model(trained):
     assert best == max(r["eval/val/top1"] for r in evals)  # the best by val/top1
 
 
-def test_eval_on_the_workdir_reproduces_the_final_top1(trained, tmp_path, capsys):
+def test_eval_on_the_workdir_reproduces_the_logged_top1(trained, tmp_path, capsys):
+    """eval.py on the workdir (-> model_best) reproduces model_best's logged top-1;
+    on model_last (in process: the same ``run``) the run's final top-1."""
     from stra_jax.tools.evaluate import run
 
     config, workdir, final = trained
-    # the workdir -> its model_best, whose logged top-1 it must reproduce; model_last -> the final top-1
-    for checkpoint, want in ((workdir, None), (workdir / "model_last", final["val/top1"])):
-        out = tmp_path / f"{Path(checkpoint).name}.json"
-        run(config, str(checkpoint), str(out))
-        metrics = json.loads(out.read_text())["metrics"]
-        assert metrics["val/num_images"] == 6
-        if want is None:
-            want = json.loads((workdir / "model_best" / "model.json").read_text())["info"]["metrics"]["val/top1"]
-        assert metrics["val/top1"] == pytest.approx(want, abs=1e-6)
+    out = tmp_path / "best.json"
+    proc = subprocess.run([sys.executable, "eval.py", "--config", "configs/imagenet.py:smoke",
+                           "--config.dataset.source=folder", "--config.dataset.name=folder",
+                           f"--config.dataset.root={config.dataset.root}", "--checkpoint", str(workdir),
+                           "--output", str(out)], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "note: differs" not in proc.stdout and "top1" in proc.stdout
+    metrics = json.loads(out.read_text())["metrics"]
+    logged = json.loads((workdir / "model_best" / "model.json").read_text())["info"]["metrics"]
+    assert metrics["val/num_images"] == 6 and metrics["val/top1"] == pytest.approx(logged["val/top1"], abs=1e-6)
+
+    run(config, str(workdir / "model_last"), str(tmp_path / "last.json"))
+    last = json.loads((tmp_path / "last.json").read_text())["metrics"]
+    assert last["val/top1"] == pytest.approx(final["val/top1"], abs=1e-6)
+    assert last["val/loss"] == pytest.approx(final["val/loss"], rel=1e-5)
     assert "note: differs" not in capsys.readouterr().out
 
 

@@ -1,8 +1,9 @@
-"""Feature extraction: a jitted forward pass with the batch sharded over the mesh,
-and the flip (mirror image) forward pass every evaluator shares."""
+"""Feature extraction: a jitted forward pass with the batch sharded over the mesh
+(:func:`forward_batches`, over any host batches; :func:`extract_features`, over
+image files), and the flip (mirror image) forward pass every evaluator shares."""
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -20,6 +21,66 @@ def forward_with_flip(model: Any, variables: dict[str, Any], images: jax.Array, 
     out = model.apply(variables, images, train=False)[output]
     mirrored = model.apply(variables, images[:, :, ::-1], train=False)[output] if flip else None
     return out, mirrored
+
+
+def mesh_processes(mesh: jax.sharding.Mesh) -> tuple[int, int]:
+    """``(this process's index, the number of processes)`` among the mesh's
+    devices: (0, 1) for a mesh of local devices."""
+    hosts = len({d.process_index for d in mesh.devices.flat})
+    return (jax.process_index() if hosts > 1 else 0), hosts
+
+
+def gather_host_rows(local: np.ndarray, mesh: jax.sharding.Mesh) -> np.ndarray:
+    """Host arrays ``(steps, b, ...)`` (b rows of each of ``steps`` batches) ->
+    ``(steps * P * b, ...)`` on every host, in the row order of
+    :func:`forward_batches`' output (batch by batch, host by host): e.g. the
+    labels that go with the features."""
+    _, hosts = mesh_processes(mesh)
+    if hosts == 1:
+        return local.reshape(-1, *local.shape[2:])
+    every = np.asarray(multihost_utils.process_allgather(local, tiled=False))  # (P, steps, b, ...)
+    return np.swapaxes(every, 0, 1).reshape(-1, *local.shape[2:])
+
+
+def forward_batches(model: Any, variables: dict[str, Any], batches: Iterable[Mapping[str, np.ndarray]], *,
+                    output: str = "embedding", flip: bool = False, mesh: jax.sharding.Mesh | None = None,
+                    batch_size: int) -> np.ndarray:
+    """(N, D) float32 model output ``output`` of every row of the global batches,
+    on every host: the sharded, jitted evaluation forward pass.
+
+    ``batches`` yields this host's part of each global batch of ``batch_size``
+    rows: ``{"images": (batch_size / P, H, W, 3)}`` NumPy (NHWC, model input),
+    host p holding rows p*b .. (p+1)*b of each (P processes in ``mesh``;
+    ``mesh=None``: this process's devices). Every host must yield the same
+    number of batches. N = batches * batch_size, padding rows included: the
+    caller drops them. ``flip=True`` averages each image's output with its
+    mirror image's. ``batch_size`` must divide evenly over the mesh's devices.
+    """
+    mesh = make_mesh(jax.local_devices()) if mesh is None else mesh
+    check_batch_divisible(batch_size, mesh)
+    in_sharding = batch_sharding(mesh)
+    variables = jax.device_put({"params": variables["params"], "batch_stats": variables["batch_stats"]},
+                               replicated(mesh))
+    _, hosts = mesh_processes(mesh)
+    local = batch_size // hosts
+
+    @jax.jit
+    def forward(v, images):
+        feats, mirrored = forward_with_flip(model, v, images, output=output, flip=flip)
+        return feats if mirrored is None else (feats + mirrored) / 2
+
+    chunks = []
+    for batch in batches:
+        images = np.asarray(batch["images"])
+        if images.shape[0] != local:
+            raise ValueError(f"forward_batches: a host batch of {images.shape[0]} images; expected "
+                             f"batch_size={batch_size} / {hosts} processes = {local}")
+        feats = forward(variables, jax.make_array_from_process_local_data(in_sharding, images))
+        chunks.append(np.asarray(multihost_utils.process_allgather(feats, tiled=True)) if hosts > 1
+                      else np.asarray(feats))
+    if not chunks:
+        raise ValueError("forward_batches: no batches")
+    return np.concatenate(chunks, axis=0).astype(np.float32)
 
 
 def extract_features(
@@ -44,7 +105,7 @@ def extract_features(
     several processes each one decodes only its slice of every batch.
     ``pipeline(paths, batch_size=, image_size=, images=) -> tf.data.Dataset`` of
     ``{"images"}`` batches: the task's evaluation preprocessing (default: ReID's
-    ``eval_dataset``, a plain resize).
+    ``eval_dataset``, a plain resize). The forward pass is :func:`forward_batches`.
     """
     from stra_jax.data.images import numpy_batches  # TensorFlow: only when extracting
 
@@ -53,27 +114,13 @@ def extract_features(
 
     mesh = make_mesh(jax.local_devices()) if mesh is None else mesh
     check_batch_divisible(batch_size, mesh)
-    in_sharding = batch_sharding(mesh)
-    variables = jax.device_put({"params": variables["params"], "batch_stats": variables["batch_stats"]},
-                               replicated(mesh))
-    hosts = len({d.process_index for d in mesh.devices.flat})
-    host = jax.process_index() if hosts > 1 else 0
+    host, hosts = mesh_processes(mesh)
     local = batch_size // hosts
-
-    @jax.jit
-    def forward(v, images):
-        feats, mirrored = forward_with_flip(model, v, images, output=output, flip=flip)
-        return feats if mirrored is None else (feats + mirrored) / 2
-
     # Host p reads rows p*local .. (p+1)*local of each padded global batch.
     padded = -(-len(paths) // batch_size) * batch_size
     order = np.arange(padded).reshape(-1, hosts, local)[:, host].ravel()
     mine = [paths[min(i, len(paths) - 1)] for i in order]
-    chunks = []
     batches = pipeline(mine, batch_size=local, image_size=image_size, images=images)
-    for batch in numpy_batches(batches, mine, images):
-        images = jax.make_array_from_process_local_data(in_sharding, batch["images"])
-        feats = forward(variables, images)
-        chunks.append(np.asarray(multihost_utils.process_allgather(feats, tiled=True)) if hosts > 1
-                      else np.asarray(feats))
-    return np.concatenate(chunks, axis=0)[: len(paths)].astype(np.float32)
+    feats = forward_batches(model, variables, numpy_batches(batches, mine, images), output=output, flip=flip,
+                            mesh=mesh, batch_size=batch_size)
+    return feats[: len(paths)]

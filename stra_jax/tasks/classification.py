@@ -7,7 +7,8 @@ Config keys read here:
   "synthetic": the built-in pretraining set, generated into ``root`` or
   ``WORKDIR/data/synthetic`` from ``dataset.synthetic``; or, with
   ``source="tfds"``, any TFDS builder with ``image`` and ``label`` features:
-  ``imagenet2012``, ``imagenette``, ...), ``root``, ``options`` (the reader's
+  ``imagenet2012``, ``imagenette``, ..., streamed: only the "random" sampler,
+  and the order depends on the host count), ``root``, ``options`` (the reader's
   keyword options, e.g. ``train_dir``/``val_dir``), ``skip_corrupt``,
   ``source`` ("folder" | "tfds"), ``data_dir``, ``train_split`` / ``eval_split``
   (TFDS split names);
@@ -39,7 +40,8 @@ class ClassificationTask(Task):
     """Train on a classification set's ``train`` split; top-k accuracy on its ``val`` split."""
 
     progress_metrics = ("ce", "diversity", "accuracy")
-    dataset: ClassificationDataset
+    #: a folder set, or the TFDS source's ``TFDSClassification`` (streamed: no example list)
+    dataset: Any
 
     def __init__(self, config: Any, workdir=None) -> None:
         super().__init__(config, workdir)
@@ -67,7 +69,9 @@ class ClassificationTask(Task):
         return f"{self.dataset.summary()}\n{note}"
 
     def load_tfds(self) -> str:
-        """A TFDS builder with ``image`` and ``label`` features (``data/classification/tfds.py``)."""
+        """A TFDS build with ``image`` and ``label`` features, streamed
+        (``data/classification/tfds.py``): only its metadata is read here."""
+        self._check_streamed_sampler()  # before anything is read
         from stra_jax.data.classification.tfds import load_tfds_classification
 
         cfg = self.config.dataset
@@ -78,14 +82,31 @@ class ClassificationTask(Task):
         return f"{self.dataset.summary()}\nread from TFDS in {time.perf_counter() - start:.1f} s"
 
     @property
+    def streamed(self) -> bool:
+        """Whether the data is the TFDS source's stream (no list of examples)."""
+        return not isinstance(self.dataset, ClassificationDataset)
+
+    def _check_streamed_sampler(self) -> None:
+        """The TFDS source reads records in a shuffled stream: only the "random" sampler applies."""
+        name = (self.config.get("input") or {}).get("sampler") or "random"
+        if name != "random":
+            raise ValueError(f"config.input.sampler={name!r}: config.dataset.source='tfds' streams the records "
+                             "(shuffled in a buffer, no access by index), so only the 'random' sampler applies; "
+                             "use the 'folder' source for another sampler")
+
+    @property
     def num_classes(self) -> int:
         return self.dataset.num_classes
 
     @property
     def num_train_examples(self) -> int:
-        return len(self.dataset.train)
+        return self.dataset.num_train if self.streamed else len(self.dataset.train)
 
     def train_labels(self) -> np.ndarray:
+        if self.streamed:
+            raise ValueError(f"config.dataset.source='tfds': the training labels of {self.dataset.name} are not "
+                             "known without reading the whole split, so no sampler that needs them applies "
+                             f"(config.input.sampler={(self.config.get('input') or {}).get('sampler')!r})")
         return np.asarray([e.label for e in self.dataset.train], np.int64)
 
     def train_batches(self, *, epoch: int, start_step: int, global_batch: int, process_index: int,
@@ -95,11 +116,14 @@ class ClassificationTask(Task):
 
         cfg = self.config.input
         augment = cfg.get("augment")
-        ds = train_dataset(self.dataset.train, global_batch=global_batch, image_size=tuple(cfg.image_size),
-                           seed=self.config.seed, epoch=epoch, start_step=start_step,
-                           augmentation=ClassAugment(**(augment.to_dict() if augment else {})),
-                           process_index=process_index, process_count=process_count, images=self.dataset.images,
-                           sampler=self.sampler)
+        augmentation = ClassAugment(**(augment.to_dict() if augment else {}))
+        kw = dict(global_batch=global_batch, image_size=tuple(cfg.image_size), seed=self.config.seed, epoch=epoch,
+                  start_step=start_step, augmentation=augmentation, process_index=process_index,
+                  process_count=process_count)
+        if self.streamed:
+            self._check_streamed_sampler()
+            return self.dataset.numpy_train_batches(**kw)
+        ds = train_dataset(self.dataset.train, images=self.dataset.images, sampler=self.sampler, **kw)
         return numpy_batches(ds, [e.path for e in self.dataset.train], self.dataset.images)
 
     def loss(self, outputs: dict[str, jax.Array], batch: dict[str, jax.Array],

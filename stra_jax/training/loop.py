@@ -92,6 +92,15 @@ def initial_variables(config, model) -> dict[str, Any]:
     return variables
 
 
+def task_preprocessing(task: Any, config: Any) -> dict[str, Any] | None:
+    """The task's evaluation preprocessing (``Task.preprocessing``), or None for a
+    task that does not describe it."""
+    try:
+        return task.preprocessing(config)
+    except NotImplementedError:
+        return None
+
+
 def write_model_dir(out: Path, arch: str, kwargs: dict[str, Any], variables: dict[str, Any],
                     info: dict[str, Any]) -> None:
     """An evaluable model directory of the current variables (process 0 writes;
@@ -201,6 +210,14 @@ def _train(config, workdir: epath.Path, guard: SignalGuard, progress: dict[str, 
     open_step = make_train_step(model, tx, schedule, mesh, task.loss, **step_kw)
     frozen_step = make_train_step(model, tx, schedule, mesh, task.loss, frozen=frozen_groups, **step_kw)
 
+    preprocessing = task_preprocessing(task, config)
+
+    def run_info(step: int) -> dict[str, Any]:
+        """What a model directory records of the run: its step, epoch, config, the
+        evaluation preprocessing (mean / std, resize) and (later) its metrics."""
+        info = {"step": step, "epoch": step // per_epoch, "metrics": {}, "config": config.to_dict()}
+        return dict(info, preprocessing=preprocessing) if preprocessing else info
+
     def save(step: int, **extra: Any) -> None:
         with guard.deferred():
             checkpoint.save(manager, state, dict(meta, step=step, **extra))
@@ -208,7 +225,7 @@ def _train(config, workdir: epath.Path, guard: SignalGuard, progress: dict[str, 
     def evaluate_and_save(step: int, saved: bool = False) -> dict[str, Any]:
         """Checkpoint first (marked pending), then evaluate: a failed or
         interrupted evaluation never costs the epoch; it reruns on resume."""
-        info = {"step": step, "epoch": step // per_epoch, "metrics": {}, "config": config.to_dict()}
+        info = run_info(step)
         if not saved:
             save(step, pending_eval=True)
             with guard.deferred():
@@ -276,7 +293,7 @@ def _train(config, workdir: epath.Path, guard: SignalGuard, progress: dict[str, 
                 final = evaluate_and_save(step)
             elif epoch_done % cfg.checkpoint_every_epochs == 0 or step == total_steps:
                 save(step)
-                info = {"step": step, "epoch": epoch_done, "metrics": {}, "config": config.to_dict()}
+                info = run_info(step)
                 with guard.deferred():
                     write_model_dir(workdir / MODEL_LAST, config.model.name, model_kwargs, state.variables, info)
         if not final and evaluators:  # resumed a finished run: evaluate its final state once more

@@ -44,6 +44,9 @@ class ClassAugment:
     def __post_init__(self) -> None:
         if self.crop not in CROPS:
             raise ValueError(f"config.input.augment.crop={self.crop!r}: expected one of {CROPS}")
+        for key in ("area", "aspect"):
+            if len(tuple(getattr(self, key))) != 2:
+                raise ValueError(f"config.input.augment.{key}={tuple(getattr(self, key))}: expected (min, max)")
         lo, hi = self.area
         if not 0 < lo <= hi <= 1:
             raise ValueError(f"config.input.augment.area={tuple(self.area)}: expected 0 < min <= max <= 1")
