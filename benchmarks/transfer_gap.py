@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                 ax.scatter([images] * len(vals[k]), vals[k], color=colour, alpha=0.35, s=14, marker=marker)
         ax.set_xscale("log", base=2)
         ax.set_xticks(sizes, [str(s) for s in sizes])
-        ax.set_xlabel("training images of the ReID target (log scale)")
+        ax.set_xlabel("training images of the ReID target (log scale)\n(as many test identities as training identities)", fontsize=9)
         ax.set_ylabel(f"{args.metric} (%)")
         ax.set_title("Transplanted trunk, paper's freezing: mAP vs target size", fontsize=10)
         ax.grid(alpha=0.3)

@@ -9,7 +9,7 @@
 #
 #   bash benchmarks/transfer_synthetic.sh                   # everything, into runs/
 #   STAGES="pretrain table3" bash benchmarks/transfer_synthetic.sh
-#   JOBS=2 SEEDS=0,1,2 SIZE_SEEDS=0 bash benchmarks/transfer_synthetic.sh
+#   JOBS=2 SEEDS=0,1,2 SIZE_SEEDS=0 LD_SEEDS=0 PEOPLE_SEEDS=0 bash benchmarks/transfer_synthetic.sh
 #
 # Rerunning skips finished runs and resumes the rest (the sweep tool). Every run of
 # one target size shares its generated set ($OUT/data_<size>).
@@ -20,6 +20,7 @@ JOBS="${JOBS:-2}"
 SEEDS="${SEEDS:-0,1,2}"            # Table 3(a) in both regimes, and the smallest target size
 SIZE_SEEDS="${SIZE_SEEDS:-0}"      # the larger target sizes
 LD_SEEDS="${LD_SEEDS:-0,1,2}"      # the L_d weights
+PEOPLE_SEEDS="${PEOPLE_SEEDS:-0,1,2}"  # the same-domain (people) pretraining
 STAGES="${STAGES:-pretrain table3 scratch sizes ld people heldout}"
 PRE="$OUT/pretrain"
 sweep() { python -m stra_jax.tools.sweep --config configs/reid_synthetic_transfer.py --jobs "$JOBS" "$@"; }
@@ -50,7 +51,7 @@ if has ld; then
 fi
 if has people; then
   python train.py --config configs/pretrain_synthetic.py:people --workdir "$OUT/pretrain_people"
-  sweep --variants baseline,paper --seeds "$SEEDS" --workdir "$OUT/transfer_people" \
+  sweep --variants baseline,paper --seeds "$PEOPLE_SEEDS" --workdir "$OUT/transfer_people" \
     --set "init_from=$OUT/pretrain_people" --set "dataset.root=$OUT/data_n480"
 fi
 if has heldout; then

@@ -174,7 +174,7 @@ def test_unknown_evaluator_and_task_list_the_known_ones():
     with pytest.raises(ValueError, match=r"config.evals.val.type='reid': unknown evaluator; known evaluators: "
                                          r"\[.*'reid_retrieval'.*'toy_accuracy'\]"):
         build_evaluators({"val": {"type": "reid"}}, {})
-    with pytest.raises(ValueError, match=r"config.task='pose': unknown task; known tasks: \['face', 'reid', 'toy'\]"):
+    with pytest.raises(ValueError, match=r"config.task='pose': unknown task; known tasks: \['classification', 'face', 'reid', 'toy'\]"):
         get_task("pose")
     with pytest.raises(ValueError, match=r"config.evals.reid: unknown setting\(s\) \['fip'\]; valid settings"):
         build_evaluators({"reid": {"type": "reid_retrieval", "fip": True}}, {"reid_dataset": None})

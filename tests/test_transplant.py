@@ -1,5 +1,6 @@
 """config.init_from across architectures: a trained ResNet trunk -> StRA-ResNet,
-the new StRA modules and the ReID head left at their initialisation."""
+the new StRA modules and the ReID head left at their initialisation. (Through the
+trainer, with the frozen stages: tests/test_transfer_smoke.py.)"""
 from __future__ import annotations
 
 import re
@@ -10,12 +11,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from configs import reid_synthetic
-from stra_jax.data.reid import prepare_dataset
 from stra_jax.models import abstract_variables, create_model, init_variables, save_model
 from stra_jax.models.io import load_variables
 from stra_jax.models.transplant import resolve_init_source, transplant
-from stra_jax.training.loop import initial_variables, train_and_evaluate
+from stra_jax.training.loop import initial_variables
 from tests.helpers import randomize_variables
 
 NARROW = dict(width=4, stage_sizes=(1, 1, 1, 2))
@@ -171,44 +170,3 @@ def test_initial_variables_from_a_workdir_and_a_state_dict(source_dir, target, t
         f"init_from w.safetensors (PyTorch state_dict -> stra_resnet50): 1 tensors loaded, {total - 1} new (left at "
         "initialisation), 0 with other shapes (left at initialisation), 1 in the source not used")
     np.testing.assert_array_equal(variables["params"]["conv1"]["kernel"], stem.transpose(2, 3, 1, 0))
-
-
-@pytest.fixture(scope="module")
-def synthetic_root(tmp_path_factory):
-    config = reid_synthetic.get_config("smoke")
-    root = tmp_path_factory.mktemp("data") / "synthetic"
-    prepare_dataset("synthetic", root, config.dataset.synthetic.to_dict())
-    return root
-
-
-def _frozen(name: str) -> bool:
-    """The paper's frozen groups (stem, layer1..layer4) without the new StRA modules."""
-    parts = name.split("/")[1:]
-    return parts[0] in ("conv1", "bn1") or (parts[0].startswith("layer") and "stra" not in parts)
-
-
-def test_frozen_stages_keep_the_transplanted_trunk(synthetic_root, tmp_path, capsys):
-    config = reid_synthetic.get_config("smoke")
-    trunk_kw = dict(config.model.kwargs, num_classes=7, embedding_dim=None)
-    trunk = create_model("resnet50", **trunk_kw)
-    save_model(tmp_path / "trunk", "resnet50", trunk_kw,
-               randomize_variables(init_variables(trunk, jax.random.key(5)), seed=1))
-    config.dataset.root = str(synthetic_root)
-    config.init_from = str(tmp_path / "trunk")
-    config.train.update(epochs=1, frozen_epochs=1)  # the whole run is the frozen phase
-    config.evals = ml_collections.ConfigDict()  # nothing to evaluate: read model_last
-    train_and_evaluate(config, tmp_path / "run")
-    assert f"init_from {tmp_path / 'trunk'} (resnet50 -> stra_resnet50): " in capsys.readouterr().out
-
-    src, after = _flat(load_variables(tmp_path / "trunk")), _flat(load_variables(tmp_path / "run" / "model_last"))
-    num_classes = after["params/classifier/bias"].shape[0]  # the task's, set at training
-    model = create_model("stra_resnet50", **dict(config.model.kwargs, num_classes=num_classes))
-    start = _flat(init_variables(model, jax.random.key(config.seed)))
-    frozen = [n for n in after if _frozen(n)]
-    assert len(frozen) > 60 and any("layer4_1/" in n for n in frozen)
-    for name in frozen:  # parameters and the BatchNorm statistics of the frozen groups
-        np.testing.assert_array_equal(after[name], src[name], err_msg=name)
-    open_params = [n for n in after if n.startswith("params/") and not _frozen(n)]
-    assert any("/stra/" in n for n in open_params) and "params/embed_conv/kernel" in open_params
-    for name in open_params:  # StRA and the head trained from their initialisation
-        assert not np.array_equal(after[name], start[name]), name
