@@ -18,11 +18,6 @@ NETWORKS = {"resnet50": "resnet50", "stra_resnet50": "stra_resnet50",
             "mnetv2": "mobilenetv2_x1_0", "stra_mnetv2": "stra_mobilenetv2_x1_0"}
 
 
-def scaled_lr(batch_size: int, base: float = 0.1, reference: int = 256) -> float:
-    """The linear scaling rule (Goyal et al. 2017): ``base x batch / reference``."""
-    return base * batch_size / reference
-
-
 def classification_config(dataset: str, root: str, network: str = "resnet50", *, source: str = "folder",
                           image_size: tuple[int, int] = (224, 224), batch_size: int = 1024,
                           epochs: int = 100) -> ml_collections.ConfigDict:
@@ -49,7 +44,8 @@ def classification_config(dataset: str, root: str, network: str = "resnet50", *,
         batch_size=batch_size,    # global, over all devices and hosts
         accum_steps=1,
         optimizer=dict(name="sgd", momentum=0.9, nesterov=True),
-        lr=scaled_lr(batch_size),
+        lr=0.1,                   # at lr_reference_batch: the run uses lr x batch_size / 256
+        lr_reference_batch=256,   # the linear scaling rule (training/schedules.py scaled_lr)
         weight_decay=1e-4,
         schedule=dict(name="cosine", warmup_epochs=5, warmup_factor=0.01),
         losses=losses,
@@ -78,5 +74,5 @@ def shrink_for_smoke(config: ml_collections.ConfigDict) -> None:
         config.model.kwargs = dict(config.model.kwargs, width=8, stage_sizes=(1, 1, 1, 2))
     config.input.image_size = (32, 32)
     config.evals.val.update(image_size=(32, 32), batch_size=8)
-    config.train.update(epochs=2, batch_size=8, lr=scaled_lr(8), log_every=2, eval_every_epochs=1)
+    config.train.update(epochs=2, batch_size=8, log_every=2, eval_every_epochs=1)
     config.train.schedule.warmup_epochs = 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ml_collections
 
-REID_VARIANTS = ("paper", "authors", "smoke")
+REID_VARIANTS = ("paper", "authors", "bot", "center", "smoke")
 ABLATIONS = ("local_only", "no_interaction", "softmax_gate", "k5", "k7", "g4", "g16", "g32", "baseline")
 # Paper Table 2 / Fig. 3: variant -> registered network. Every row gets StRA's
 # ReID head (last stride 1, 512-d BN embedding), as ``:baseline`` does, so the
@@ -50,6 +50,7 @@ def reid_train_config() -> ml_collections.ConfigDict:
         accum_steps=1,            # >1: split each batch into micro-batches (gradient accumulation)
         optimizer=dict(name="adam", b1=0.9, b2=0.999),  # stra_jax.training.optim.OPTIMIZERS
         lr=3e-4,
+        lr_reference_batch=0,     # > 0: the run uses lr x batch_size / lr_reference_batch (linear scaling)
         weight_decay=5e-4,        # coupled L2, as torch.optim.Adam
         schedule=dict(name="step", decay_every=20, gamma=0.2),  # StepLR per epoch (training/schedules.py)
         # CE + 1.0 x L_d: weighted terms of stra_jax.losses.LOSSES (name -> weight and options)
@@ -89,6 +90,64 @@ def apply_ablation(config: ml_collections.ConfigDict, name: str) -> None:
                "softmax_gate": dict(gate="softmax"), "k5": dict(kernel_size=5), "k7": dict(kernel_size=7),
                "g4": dict(heads=4), "g16": dict(heads=16), "g32": dict(heads=32)}[name]
     config.model.kwargs = dict(kw, **updates)
+
+
+# The bag-of-tricks recipe (Luo et al. 2019, reid-strong-baseline configs/softmax_triplet.yml):
+# 120 epochs, 10 of linear warmup from 0.01 x lr, x0.1 at epochs 40 and 70.
+BOT_EPOCHS, BOT_WARMUP, BOT_MILESTONES = 120, 10, (40, 70)
+
+
+def bot_schedule(epochs: int) -> dict:
+    """The recipe's warmup and milestones placed at the same fractions of a run
+    of ``epochs`` (10/120, 40/120, 70/120): ``train.schedule`` for it. The
+    milestones count from the end of the warmup (``training/schedules.py``), so
+    at 120 epochs they are (30, 60): the recipe's epochs 40 and 70."""
+    warmup = max(1, round(epochs * BOT_WARMUP / BOT_EPOCHS))
+    first = max(1, round(epochs * BOT_MILESTONES[0] / BOT_EPOCHS) - warmup)
+    second = max(first + 1, round(epochs * BOT_MILESTONES[1] / BOT_EPOCHS) - warmup)
+    return dict(name="multistep", milestones=(first, second), gamma=0.1, warmup_epochs=warmup, warmup_factor=0.01)
+
+
+def apply_bot(config: ml_collections.ConfigDict, *, batch_size: int = 64, epochs: int | None = None,
+              lr: float | None = None) -> None:
+    """The ReID bag of tricks (Luo et al., "Bag of Tricks and A Strong Baseline for
+    Deep Person Re-identification", CVPRW 2019; reid-strong-baseline's
+    ``softmax_triplet.yml``, fast-reid's ``Base-bagtricks.yml``): P x K = 16 x 4
+    identity sampling (``batch_size`` / 4 identities), CE with label smoothing 0.1
+    + batch-hard triplet (margin 0.3) on the feature before a BNNeck, bias-free
+    classifier, last stride 1, random erasing, Adam with 10 warmup epochs and
+    x0.1 at 40 and 70 of 120, no frozen stages; test on the L2-normalised post-BN
+    feature. StRA keeps L_d (its weight unchanged) and its 512-d head (BNNeck on
+    its embedding BatchNorm); ``:baseline`` becomes reid-strong-baseline's own
+    network (ResNet-50, 2048-d GAP feature -> BNNeck). ``epochs`` / ``lr`` None:
+    keep the config's (the synthetic configs keep their own length and lr and
+    place the recipe's warmup and milestones at the same fractions)."""
+    t = config.train
+    if epochs is not None:
+        t.epochs = epochs
+    if lr is not None:
+        t.lr = lr
+    t.update(batch_size=batch_size, frozen_epochs=0, weight_decay=5e-4)
+    t.optimizer = ml_collections.ConfigDict(dict(name="adam", b1=0.9, b2=0.999))
+    t.schedule = ml_collections.ConfigDict(bot_schedule(t.epochs))
+    t.losses.ce.label_smoothing = 0.1
+    t.losses.triplet = ml_collections.ConfigDict(dict(weight=1.0, margin=0.3))
+    config.input.sampler = "pk"
+    config.input.sampler_options = ml_collections.ConfigDict(dict(num_instances=4))
+    config.input.augment.update(flip=True, pad=10, erase_prob=0.5)
+    kwargs = dict(config.model.kwargs, last_stride=1, bnneck=True)
+    if config.model.name == "resnet50":  # reid-strong-baseline's network: the GAP feature is the embedding
+        kwargs["embedding_dim"] = None
+    config.model.kwargs = kwargs
+    config.evals.reid.update(normalize=True, metric="euclidean")
+
+
+def apply_center(config: ml_collections.ConfigDict) -> None:
+    """reid-strong-baseline's center loss (``softmax_triplet_with_center.yml``):
+    weight 0.0005 on the same feature as the triplet. Its centers are parameters
+    of the model trained by the run's optimiser (reid-strong-baseline gives them
+    their own SGD at lr 0.5: docs/differences.md)."""
+    config.train.losses.center = ml_collections.ConfigDict(dict(weight=0.0005))
 
 
 def is_mobile(config: ml_collections.ConfigDict) -> bool:
@@ -152,6 +211,9 @@ def reid_config(dataset: str, root: str, arg: str | None = None,
                          "StRA-ResNet-50 ablations, not several")
     for name in networks:
         apply_network(config, name)
+    if "center" in variants and "bot" not in variants:
+        raise ValueError("config variant center adds reid-strong-baseline's center loss to the bag of tricks: "
+                         "use it with bot (:bot,center)")
     if "smoke" in variants:
         # a non-local block needs a residual block after it in its stage (res4 = layer3)
         blocks = (1, 1, 2, 2) if config.model.name == "nonlocal_resnet50" else (1, 1, 1, 2)
@@ -160,4 +222,8 @@ def reid_config(dataset: str, root: str, arg: str | None = None,
         config.input.image_size = (64, 32)
         config.evals.reid.update(image_size=(64, 32), batch_size=16)
         config.train.update(epochs=2, batch_size=8, frozen_epochs=1, log_every=2, eval_every_epochs=1)
+    if "bot" in variants:
+        apply_bot(config, **(dict(batch_size=8) if "smoke" in variants else dict(epochs=120, lr=3.5e-4)))
+    if "center" in variants:
+        apply_center(config)
     return config

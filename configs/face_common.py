@@ -34,6 +34,7 @@ def face_train_config() -> ml_collections.ConfigDict:
         accum_steps=1,
         optimizer=dict(name="sgd", momentum=0.9, nesterov=False),
         lr=0.1,
+        lr_reference_batch=0,     # > 0: the run uses lr x batch_size / lr_reference_batch (linear scaling)
         schedule=dict(name="multistep", milestones=(8, 12), gamma=0.1),  # MultiStepLR, epochs
         weight_decay=5e-4,
         # ArcFace (or a variant's softmax | cosface) + 0.1 x L_d: weighted terms of stra_jax.losses.LOSSES

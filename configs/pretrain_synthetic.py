@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs.classification_common import classification_config, scaled_lr, shrink_for_smoke
+from configs.classification_common import classification_config, shrink_for_smoke
 from configs.common import parse_variants
 
 VARIANTS = ("people", "smoke")
@@ -40,7 +40,7 @@ def get_config(arg: str | None = None):
         val_per_class=2, height=IMAGE_SIZE[0], width=IMAGE_SIZE[1]))
     config.model.kwargs = dict(config.model.kwargs, **NARROW_RESNET)
     config.evals.val.update(batch_size=128)
-    config.train.update(log_every=32, eval_every_epochs=4, lr=scaled_lr(64))
+    config.train.update(log_every=32, eval_every_epochs=4)
     config.train.schedule.warmup_epochs = 2
     if "smoke" in variants:
         shrink_for_smoke(config)

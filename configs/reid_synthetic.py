@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs.common import ABLATIONS, NETWORKS, narrow, parse_variants, reid_config
+from configs.common import ABLATIONS, NETWORKS, apply_bot, narrow, parse_variants, reid_config
 from stra_jax.models.registry import get_entry
 
 # ``paper`` is the demo's own network (full StRA); ``baseline`` is in ABLATIONS.
-VARIANTS = ("smoke", "paper") + ABLATIONS + tuple(NETWORKS)
+VARIANTS = ("smoke", "paper", "bot", "center") + ABLATIONS + tuple(NETWORKS)
 
 
 def get_config(arg: str | None = None):
@@ -50,4 +50,6 @@ def get_config(arg: str | None = None):
     config.evals.reid.update(image_size=(128, 64), batch_size=32)
     config.train.update(epochs=60, batch_size=32, lr=1e-3, frozen_epochs=0, log_every=20, eval_every_epochs=20)
     config.train.schedule.update(decay_every=40, gamma=0.1)
+    if "bot" in parse_variants(arg, VARIANTS):  # the recipe at this run's length and lr (see apply_bot)
+        apply_bot(config)
     return config

@@ -33,7 +33,7 @@ Measured results (and what they say about the paper's claim): docs/results.md.
 from __future__ import annotations
 
 import configs.reid_synthetic as demo
-from configs.common import parse_variants
+from configs.common import apply_bot, parse_variants
 
 SIZES = {"n240": 240, "n960": 960, "n1920": 1920, "n3840": 3840}
 OWN = ("scratch", "ld0", "ld01") + tuple(SIZES)
@@ -61,6 +61,8 @@ def get_config(arg: str | None = None):
         config.evals.reid.image_size = IMAGE_SIZE
     if "scratch" in variants:
         config.train.frozen_epochs = 0
+    if "bot" in variants:  # the recipe at this run's length and lr (no frozen stages: its warmup instead)
+        apply_bot(config, batch_size=8 if "smoke" in variants else 64)
     if "ld0" in variants or "ld01" in variants:
         if not config.model.name.startswith("stra_"):
             raise ValueError("config variants ld0 / ld01 set the L_d weight of a StRA network; "

@@ -14,7 +14,7 @@ import torch
 from torch.optim import lr_scheduler as tls
 
 from configs import imagenet, pretrain_synthetic, reid_synthetic_transfer
-from stra_jax.training.schedules import make_schedule
+from stra_jax.training.schedules import make_schedule, scaled_lr
 from stra_jax.training.validate import check_train_config
 
 CLASSIFICATION = [(imagenet, v) for v in (None,) + imagenet.VARIANTS] + [
@@ -30,7 +30,9 @@ def test_classification_configs_have_the_imagenet_recipe(module, variant):
     t = config.train
     assert config.task == "classification"
     assert (t.optimizer.name, t.optimizer.momentum, t.optimizer.nesterov) == ("sgd", 0.9, True)
-    assert t.lr == pytest.approx(0.1 * t.batch_size / 256)
+    # the linear scaling rule, applied by the trainer: 0.1 x batch / 256
+    assert (t.lr, t.lr_reference_batch) == (0.1, 256)
+    assert scaled_lr(t.lr, t.batch_size, t.lr_reference_batch) == pytest.approx(0.1 * t.batch_size / 256)
     assert t.schedule.name == "cosine" and t.schedule.warmup_epochs >= 1 and t.schedule.warmup_factor == 0.01
     assert t.schedule.warmup_epochs < t.epochs
     assert t.losses.ce.label_smoothing == 0.1 and t.losses.ce.weight == 1.0
@@ -101,14 +103,16 @@ def _torch_lrs(base: float, warmup_steps: int, total_steps: int) -> list[float]:
 def test_recipe_schedule_matches_torch_warmup_then_cosine(module, variant, steps_per_epoch):
     t = module.get_config(variant).train
     total = steps_per_epoch * t.epochs  # as training/loop.py
-    schedule = make_schedule(t.schedule, base_lr=t.lr, steps_per_epoch=steps_per_epoch, total_steps=total)
+    lr = 0.1 * t.batch_size / 256  # what the trainer's scaling rule makes of train.lr
+    schedule = make_schedule(t.schedule, base_lr=scaled_lr(t.lr, t.batch_size, t.lr_reference_batch),
+                             steps_per_epoch=steps_per_epoch, total_steps=total)
     got = np.asarray(jax.jit(jax.vmap(schedule))(jnp.arange(total, dtype=jnp.int32)))
     warmup = t.schedule.warmup_epochs * steps_per_epoch
-    want = _torch_lrs(t.lr, warmup, total)
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7 * t.lr)
-    assert got[0] == pytest.approx(0.01 * t.lr) and got[warmup] == pytest.approx(t.lr)
+    want = _torch_lrs(lr, warmup, total)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7 * lr)
+    assert got[0] == pytest.approx(0.01 * lr) and got[warmup] == pytest.approx(lr)
     span = total - warmup  # the cosine's length; its last step is span - 1
-    assert got[-1] == pytest.approx(t.lr * 0.5 * (1 + math.cos(math.pi * (span - 1) / span)), abs=1e-7 * t.lr)
+    assert got[-1] == pytest.approx(lr * 0.5 * (1 + math.cos(math.pi * (span - 1) / span)), abs=1e-7 * lr)
 
 
 # ---- configs/reid_synthetic_transfer.py ----

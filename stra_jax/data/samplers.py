@@ -25,7 +25,10 @@ The sampler it returns offers (see :class:`Sampler`):
   batch); 1 when any split will do.
 
 ``"random"`` (the default) is the per-epoch permutation of torchreid's
-shuffled loader with the remainder dropped.
+shuffled loader with the remainder dropped. ``"pk"`` draws P identities x K
+images per global batch (:class:`PKSampler`, torchreid's
+``RandomIdentitySampler``), what batch-hard triplet and the other metric losses
+need.
 """
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ import numpy as np
 
 from stra_jax.registry import Registry
 
-__all__ = ["SAMPLERS", "RandomSampler", "Sampler", "build_sampler", "check_sampler_config", "host_epoch_slice",
+__all__ = ["SAMPLERS", "PKSampler", "RandomSampler", "Sampler", "build_sampler", "check_sampler_config", "host_epoch_slice",
            "sampler_for"]
 
 
@@ -82,6 +85,132 @@ def random_sampler(num_examples: int, labels: Callable[[], np.ndarray]) -> Rando
     """The default: shuffled order, no grouping (``labels`` unused: never read)."""
     del labels
     return RandomSampler(num_examples)
+
+
+@dataclasses.dataclass(frozen=True)
+class PKSampler:
+    """P identities x K images per global batch (torchreid's
+    ``RandomIdentitySampler``, fast-reid's identity samplers).
+
+    One *pass* over the training set (torchreid's epoch): each identity's
+    images are shuffled (an identity with fewer than K images is first drawn
+    K times with replacement, as torchreid does) and cut into chunks of K, the
+    remainder dropped; then, while at least P identities have chunks left, P
+    of them are chosen uniformly without replacement and each gives its next
+    chunk: one global batch, P groups of K consecutive positions. The epoch
+    is ``num_examples // global_batch`` batches (fast-reid's iterations per
+    epoch; torchreid's pass is about as long), taken from as many passes as
+    it needs, pass r drawn from the stream (seed, epoch, r).
+
+    The whole global batch is drawn here, so the sequence does not depend on
+    how many devices or hosts share it; it is a function of (seed, epoch)
+    only, so a resumed run gets the same batches. ``group_size`` is K: a
+    micro-batch of ``train.accum_steps`` holds whole identities' groups.
+
+    Attributes:
+        num_examples: training examples (indices 0 .. num_examples - 1).
+        labels: (num_examples,) int identity of each example.
+        num_instances: K, images per identity in a batch.
+        num_identities: P, identities per batch; 0: global batch / K.
+        replacement: draw an identity with fewer than K images with
+            replacement (True, torchreid) or refuse the dataset (False).
+    """
+
+    num_examples: int
+    labels: np.ndarray
+    num_instances: int = 4
+    num_identities: int = 0
+    replacement: bool = True
+
+    @property
+    def group_size(self) -> int:
+        return self.num_instances
+
+    def identities(self) -> list[np.ndarray]:
+        """Each identity's example indices, identities in sorted label order."""
+        order = np.argsort(self.labels, kind="stable")
+        starts = np.flatnonzero(np.r_[True, np.diff(self.labels[order]) != 0])
+        return np.split(order, starts[1:])
+
+    def per_batch(self, global_batch: int) -> int:
+        """P for ``global_batch`` (the checks of a P x K setting, with the numbers)."""
+        k = self.num_instances
+        key = "config.input.sampler_options"
+        if global_batch % k:
+            raise ValueError(f"train.batch_size={global_batch} is not P identities x K={k} images "
+                             f"({key}.num_instances): use a multiple of {k}")
+        p = global_batch // k
+        if self.num_identities and self.num_identities != p:
+            raise ValueError(f"{key}.num_identities={self.num_identities} x num_instances={k} = "
+                             f"{self.num_identities * k}, but train.batch_size={global_batch}: P x K must be the "
+                             f"global batch (set train.batch_size={self.num_identities * k})")
+        count = len(np.unique(self.labels))
+        if p > count:
+            raise ValueError(f"the P x K sampler needs P={p} identities per batch (train.batch_size={global_batch} / "
+                             f"num_instances={k}) but the training set has {count} identities: lower "
+                             f"train.batch_size to at most {count * k} or raise {key}.num_instances")
+        return p
+
+    def steps_per_epoch(self, global_batch: int) -> int:
+        self.per_batch(global_batch)
+        return self.num_examples // global_batch
+
+    def epoch_order(self, global_batch: int, seed: int, epoch: int) -> np.ndarray:
+        p, k = self.per_batch(global_batch), self.num_instances
+        steps = self.steps_per_epoch(global_batch)
+        groups = self.identities()
+        batches: list[np.ndarray] = []
+        for r in range(steps + 1):  # every pass yields at least one batch (P <= identities)
+            if len(batches) >= steps:
+                break
+            batches += _one_pass(groups, p, k, np.random.default_rng([seed, epoch, r, 0x504B]), steps - len(batches))
+        return np.stack(batches).astype(np.int64)
+
+
+def _one_pass(groups: list[np.ndarray], p: int, k: int, rng: np.random.Generator, limit: int) -> list[np.ndarray]:
+    """Up to ``limit`` P x K batches (flat (P*K,) indices) of one pass of torchreid's
+    ``RandomIdentitySampler`` over ``groups`` (each identity's indices)."""
+    chunks = []
+    for idx in groups:
+        if len(idx) < k:
+            idx = rng.choice(idx, size=k, replace=True)
+        idx = rng.permutation(idx)
+        chunks.append(list(idx[: len(idx) // k * k].reshape(-1, k)))
+    available = [i for i, c in enumerate(chunks) if c]
+    batches = []
+    while len(available) >= p and len(batches) < limit:
+        chosen = rng.choice(len(available), size=p, replace=False)
+        picked = [available[c] for c in chosen]
+        batches.append(np.concatenate([chunks[i].pop(0) for i in picked]))
+        available = [i for i in available if chunks[i]]
+    return batches
+
+
+@SAMPLERS.register("pk")
+def pk_sampler(num_examples: int, labels: Callable[[], np.ndarray], num_instances: int = 4,
+               num_identities: int = 0, replacement: bool = True) -> PKSampler:
+    """P identities x K images per global batch (:class:`PKSampler`);
+    ``config.input.sampler_options``: ``num_instances`` (K), ``num_identities``
+    (P, 0: the global batch / K), ``replacement``."""
+    key = "config.input.sampler_options"
+    for name, value, lowest in (("num_instances", num_instances, 1), ("num_identities", num_identities, 0)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lowest:
+            raise ValueError(f"{key}.{name}={value!r}: expected an integer >= {lowest}")
+    if not isinstance(replacement, bool):
+        raise ValueError(f"{key}.replacement={replacement!r}: expected true or false")
+    values = np.asarray(labels(), np.int64)
+    if values.shape != (num_examples,):
+        raise ValueError(f"the P x K sampler got {values.shape} labels for {num_examples} training examples")
+    sampler = PKSampler(int(num_examples), values, int(num_instances), int(num_identities), replacement)
+    if not replacement:
+        sizes = np.array([len(g) for g in sampler.identities()])
+        short = int((sizes < num_instances).sum())
+        if short:
+            raise ValueError(f"{key}.replacement=False: {short} of {len(sizes)} identities have fewer than "
+                             f"num_instances={num_instances} images (the fewest: {sizes.min()}); set "
+                             f"replacement=True (draw them with replacement, as torchreid does) or "
+                             f"num_instances <= {sizes.min()}")
+    return sampler
 
 
 def build_sampler(input_config: Mapping[str, Any] | None, num_examples: int,

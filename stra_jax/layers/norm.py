@@ -34,12 +34,14 @@ def batch_norm(
     dtype: Any = jnp.float32,
     param_dtype: Any = jnp.float32,
     scale_init: Any = nn.initializers.ones,
+    use_bias: bool = True,
 ) -> nn.BatchNorm:
     """A Linen BatchNorm over the last (channel) axis of an NHWC or (B, C) input.
 
     ``train=True`` normalises with batch statistics and updates ``batch_stats``
     (pass ``mutable=["batch_stats"]``); ``train=False`` uses the running ones.
     Statistics are always reduced in float32, whatever ``dtype`` is.
+    ``use_bias=False``: no shift (beta fixed at 0: BNNeck's frozen bias).
     """
     return nn.BatchNorm(
         use_running_average=not train,
@@ -50,5 +52,6 @@ def batch_norm(
         dtype=dtype,
         param_dtype=param_dtype,
         scale_init=scale_init,
+        use_bias=use_bias,
         name=name,
     )

@@ -109,7 +109,10 @@ def build_objective(losses_config: Mapping[str, Any], context: LossContext, key:
     Returns:
         ``objective(outputs, batch, collections) -> (total, metrics)``: float32
         scalar ``sum_i w_i * value_i`` and ``{"loss": total, **every term's
-        metrics}``, traced inside the train step.
+        metrics}``, traced inside the train step. ``objective.check_labels(labels
+        (B,))`` runs the host-side checks of the terms that have one (a term's
+        ``check_labels`` attribute: e.g. batch-hard triplet refuses a batch with
+        one image per identity), on the labels of a global (micro-)batch.
 
     Raises:
         ValueError naming the key: no terms, an unknown term (with the known
@@ -151,4 +154,11 @@ def build_objective(losses_config: Mapping[str, Any], context: LossContext, key:
             metrics.update(term_metrics)
         return total, {"loss": total, **metrics}
 
+    checks = [getattr(term, "check_labels") for _, _, term in terms if callable(getattr(term, "check_labels", None))]
+
+    def check_labels(labels: Any) -> None:
+        for check in checks:
+            check(labels)
+
+    objective.check_labels = check_labels  # type: ignore[attr-defined]
     return objective

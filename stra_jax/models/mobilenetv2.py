@@ -54,7 +54,7 @@ import jax.numpy as jnp
 from stra_jax.layers import StRAttention
 from stra_jax.layers.conv import kaiming_fan_out
 from stra_jax.layers.norm import batch_norm
-from stra_jax.models.heads import CLASSIFIERS, make_head
+from stra_jax.models.heads import CLASSIFIERS, ReIDHeadOptions
 from stra_jax.models.stra_options import StRAOptions
 
 # torchvision's inverted_residual_setting without n: (expand ratio t, channels c, stride s).
@@ -157,7 +157,7 @@ class InvertedResidual(nn.Module):
         return h
 
 
-class MobileNetV2(StRAOptions):
+class MobileNetV2(StRAOptions, ReIDHeadOptions):
     """MobileNetV2 / StRA-MobileNetV2 on (B, H, W, 3) normalised NHWC images; see
     the module docstring for the layout and StRA's placement.
 
@@ -234,8 +234,7 @@ class MobileNetV2(StRAOptions):
         x = ConvBNReLU6(self.last_channels, 1, 1, name=f"features_{len(specs) + 1}", **kw)(
             x, train=train and "last_conv" not in frozen)
 
-        head = make_head("reid", num_classes=self.num_classes, embedding_dim=self.embedding_dim,
-                         classifier=self.classifier, **kw)
+        head = self.reid_head()
         nn.share_scope(self, head)  # head parameters at the top level: embed_conv, embed_bn, classifier
         return head(x, train=train)
 

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from stra_jax.layers import StRAttention
 from stra_jax.layers.conv import kaiming_fan_out
 from stra_jax.layers.norm import batch_norm
-from stra_jax.models.heads import CLASSIFIERS, make_head
+from stra_jax.models.heads import CLASSIFIERS, ReIDHeadOptions
 from stra_jax.models.stra_options import StRAOptions
 
 FREEZABLE = ("stem", "layer1", "layer2", "layer3", "layer4")
@@ -199,14 +199,16 @@ class ResNetTrunk(nn.Module):
         return frozen_param_mask(params, frozen, new_modules=self.NEW_MODULES)
 
 
-class ResNetBase(ResNetTrunk):
+class ResNetBase(ResNetTrunk, ReIDHeadOptions):
     """The ImageNet-layout ResNet-50 trunk (torchvision stem, stride 2 in stages
     1-3 and ``last_stride`` in stage 4) with the ReID head, for the ReID families
     (ResNet, SE-, non-local, SASA-ResNet).
 
     Outputs: ``features`` (B, 4*8*width) pooled trunk output, ``embedding``
     (B, embedding_dim or 4*8*width) and, if ``num_classes`` > 0, ``logits``
-    (linear classifier) or ``class_weights`` (margin classifier).
+    (linear classifier) or ``class_weights`` (margin classifier); the head's
+    bag-of-tricks options (``pooling``, ``bnneck``, ``centers``) come from
+    :class:`~stra_jax.models.heads.ReIDHeadOptions`.
     """
 
     last_stride: int = 2
@@ -222,9 +224,8 @@ class ResNetBase(ResNetTrunk):
         return self.last_stride if stage == 3 else super().stage_stride(stage)
 
     def make_head(self) -> nn.Module:
-        """The ReID head: GAP (-> 1x1 conv -> BN with ``embedding_dim``) -> classifier."""
-        return make_head("reid", num_classes=self.num_classes, embedding_dim=self.embedding_dim,
-                         classifier=self.classifier, dtype=self.dtype, param_dtype=self.param_dtype)
+        """The ReID head: pool (-> 1x1 conv -> BN with ``embedding_dim``) -> classifier."""
+        return self.reid_head()
 
 
 class ResNet(ResNetBase, StRAOptions):

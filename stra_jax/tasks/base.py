@@ -124,6 +124,16 @@ class Task(abc.ABC):
         config-chosen losses returns."""
         return train_objective(self.config.train, self.loss_context(self.num_classes))
 
+    def check_batch_labels(self, labels: np.ndarray) -> None:
+        """Host-side checks of the loss terms (``objective.check_labels``) on the
+        labels (B,) of what one loss call sees (a global batch, or one of its
+        ``accum_steps`` micro-batches): the loop calls this before its first
+        step, so that e.g. a triplet loss on a batch with one image per identity
+        stops with a message, not a silent zero loss."""
+        check = getattr(self.objective, "check_labels", None)
+        if check is not None:
+            check(np.asarray(labels))
+
     def steps_per_epoch(self, global_batch: int) -> int:
         """Optimiser steps (global batches) per epoch: the sampler's."""
         return self.sampler.steps_per_epoch(global_batch)

@@ -2,8 +2,10 @@
 
 Config keys read here: ``dataset`` (name, root, skip_corrupt, optional ``synthetic`` spec and
 reader ``options``),
-``input`` (image_size, augment), ``seed``, ``train.losses`` (weighted loss
-terms: identity cross-entropy "ce" and StRA's L_d "diversity"). The
+``input`` (image_size, augment, sampler: "random" or "pk" for P x K identity
+batches), ``seed``, ``train.losses`` (weighted loss terms: identity
+cross-entropy "ce", StRA's L_d "diversity", and the metric losses "triplet",
+"center", "circle" of the bag-of-tricks recipes). The
 evaluators (``config.evals``, usually one ``reid_retrieval``) get the
 dataset's query and gallery.
 """
@@ -26,7 +28,7 @@ class ReIDTask(Task):
     """Train on a ReID dataset's ``train`` split (pids as classes); evaluate
     on its query/gallery protocol."""
 
-    progress_metrics = ("ce", "diversity", "accuracy")
+    progress_metrics = ("ce", "triplet", "center", "circle", "diversity", "accuracy")
     dataset: ReIDDataset
 
     def __init__(self, config: Any, workdir=None) -> None:
@@ -105,6 +107,14 @@ class ReIDTask(Task):
         """The weighted terms of ``config.train.losses`` (the recipes: identity
         cross-entropy, optionally label-smoothed, + w * L_d)."""
         return self.objective(outputs, batch, collections)
+
+    def model_overrides(self) -> dict[str, Any]:
+        """The classifier's width, and center loss's class centers in the head when
+        ``train.losses`` has a ``center`` term (``models/heads.py``)."""
+        overrides = super().model_overrides()
+        if "center" in (self.config.train.get("losses") or {}):
+            overrides["centers"] = True
+        return overrides
 
     def eval_context(self) -> dict[str, Any]:
         return {"reid_dataset": self.dataset}

@@ -18,6 +18,7 @@ Workdir layout::
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import time
 from pathlib import Path
@@ -37,9 +38,9 @@ from stra_jax.tasks import make_task
 from stra_jax.training import checkpoint
 from stra_jax.training.interrupt import Interrupted, SignalGuard
 from stra_jax.training.optim import optimizer_from_config
-from stra_jax.training.schedules import make_schedule
+from stra_jax.training.schedules import make_schedule, scaled_lr
 from stra_jax.training.state import TrainState
-from stra_jax.training.step import check_micro_batches, make_train_step
+from stra_jax.training.step import check_micro_batches, make_train_step, micro_batches
 from stra_jax.training.validate import check_train_config, check_workdir
 from stra_jax.training.writers import MetricWriter
 from stra_jax.utils import as_path, write_json_atomic
@@ -177,7 +178,11 @@ def _train(config, workdir: epath.Path, guard: SignalGuard, progress: dict[str, 
     total_steps = per_epoch * cfg.epochs
     frozen_steps = per_epoch * cfg.frozen_epochs
     # config.train.schedule / .optimizer name registered ones (training/schedules.py, optim.py).
-    schedule = make_schedule(cfg.schedule, base_lr=cfg.lr, steps_per_epoch=per_epoch, total_steps=total_steps)
+    base_lr = scaled_lr(cfg.lr, cfg.batch_size, cfg.get("lr_reference_batch", 0))
+    if base_lr != cfg.lr:
+        print(f"lr {base_lr:.4g} = train.lr {cfg.lr:g} x train.batch_size {cfg.batch_size} / "
+              f"train.lr_reference_batch {cfg.lr_reference_batch} (the linear scaling rule)", flush=True)
+    schedule = make_schedule(cfg.schedule, base_lr=base_lr, steps_per_epoch=per_epoch, total_steps=total_steps)
     frozen_groups = tuple(cfg.frozen_groups) if frozen_steps else ()
     abstract_params = abstract_variables(model)["params"]
     tx = optimizer_from_config(
@@ -255,6 +260,7 @@ def _train(config, workdir: epath.Path, guard: SignalGuard, progress: dict[str, 
     pending: list[tuple[int, Any]] = []
     start_time, start_step = time.perf_counter(), step
     shown = ("loss",) + tuple(task.progress_metrics)
+    labels_checked = False
     resume_hint = "rerun the same command to resume"
     try:
         if pending_eval:
@@ -266,6 +272,9 @@ def _train(config, workdir: epath.Path, guard: SignalGuard, progress: dict[str, 
                 batches = task.train_batches(epoch=epoch, start_step=in_epoch, global_batch=cfg.batch_size,
                                              process_index=jax.process_index(),
                                              process_count=jax.process_count())
+                if not labels_checked:
+                    batches = _check_first_labels(batches, task, cfg.accum_steps, group_size)
+                    labels_checked = True
                 for batch in prefetch_to_mesh(batches, mesh, size=cfg.get("prefetch", 2)):
                     fn = frozen_step if step < frozen_steps else open_step
                     state, metrics = fn(state, batch)
@@ -304,6 +313,25 @@ def _train(config, workdir: epath.Path, guard: SignalGuard, progress: dict[str, 
     if final:
         print(f"final (step {step}):\n{tables(evaluators, final)}")
     return final
+
+
+def _check_first_labels(batches, task, accum_steps: int, group_size: int):
+    """``batches`` (an iterator of host batches) after the task's loss terms have
+    checked the labels of its first global batch, split into the micro-batches
+    the step computes the loss on; every process gathers the global labels."""
+    batches = iter(batches)
+    first = next(batches, None)
+    if first is None:
+        return iter(())
+    if "labels" in first:
+        labels = np.asarray(first["labels"])
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils  # the global batch is the hosts' slices in order
+
+            labels = np.asarray(multihost_utils.process_allgather(labels, tiled=True))
+        for micro in np.asarray(micro_batches(labels, accum_steps, group_size)):
+            task.check_batch_labels(micro)
+    return itertools.chain([first], batches)
 
 
 def _flush(pending, writer, step, total_steps, start_time, start_step, batch_size,

@@ -212,6 +212,15 @@ def _warmup(options: dict[str, Any], steps_per_epoch: int, key: str) -> tuple[in
     return length, factor
 
 
+def scaled_lr(lr: float, batch_size: int, reference_batch: int = 0) -> float:
+    """The peak learning rate a run uses: ``lr * batch_size / reference_batch``
+    (the linear scaling rule, Goyal et al. 2017, "Accurate, Large Minibatch SGD",
+    Sec. 2.1) when ``config.train.lr_reference_batch`` is set (> 0), so that a
+    run on more devices with a larger global batch keeps the recipe's lr per
+    example; ``reference_batch`` 0: ``lr`` as it is (the default)."""
+    return float(lr) * batch_size / reference_batch if reference_batch else float(lr)
+
+
 def make_schedule(schedule_config: Mapping[str, Any] | Any, *, base_lr: float, steps_per_epoch: int,
                   total_steps: int, key: str = "train.schedule") -> Schedule:
     """The schedule named by ``schedule_config`` (``dict(name=..., **its keys)``).

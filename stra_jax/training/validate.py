@@ -17,7 +17,7 @@ _TRAIN_MINIMA: dict[str, tuple[float, bool]] = {
     "epochs": (1, True), "batch_size": (1, True), "accum_steps": (1, True), "frozen_epochs": (0, True),
     "log_every": (1, True), "eval_every_epochs": (1, True),
     "checkpoint_every_epochs": (1, True), "checkpoint_every_steps": (0, True), "keep_checkpoints": (1, True),
-    "prefetch": (0, True),
+    "prefetch": (0, True), "lr_reference_batch": (0, True),
     "weight_decay": (0.0, False),
 }
 
