@@ -8,6 +8,9 @@
 #   STAGES="transfer_bot demo_bot" SEEDS=0,1,2 bash benchmarks/bot_synthetic.sh
 #   PRE=runs/pretrain bash benchmarks/bot_synthetic.sh           # an existing pretraining run
 #
+# The *_bot32 stages run :bot at the synthetic configs' own global batch, 32 = 8 x 4, so
+# that it takes as many optimiser steps as the plain recipe (16 x 4 takes half as many).
+#
 # Rerunning skips finished runs and resumes the rest (the sweep tool). The transfer
 # stages need the pretraining run ($PRE; STAGES=pretrain makes it, 11 min on 2 cores).
 set -euo pipefail
@@ -16,7 +19,7 @@ OUT="${OUT:-runs}"
 JOBS="${JOBS:-2}"
 SEEDS="${SEEDS:-0,1,2}"
 PRE="${PRE:-$OUT/pretrain}"
-STAGES="${STAGES:-pretrain transfer_bot demo_bot transfer_plain demo_plain}"
+STAGES="${STAGES:-pretrain transfer_bot demo_bot transfer_plain demo_plain transfer_bot32 demo_bot32}"
 has() { [[ " $STAGES " == *" $1 "* ]]; }
 demo() { python -m stra_jax.tools.sweep --config configs/reid_synthetic.py --jobs "$JOBS" --seeds "$SEEDS" \
            --set "dataset.root=$OUT/data_demo" "$@"; }
@@ -36,4 +39,10 @@ if has transfer_plain; then
 fi
 if has demo_plain; then
   demo --variants baseline,paper --workdir "$OUT/plain_demo"
+fi
+if has transfer_bot32; then
+  transfer --variants bot+baseline,bot+paper --set train.batch_size=32 --workdir "$OUT/bot32_transfer"
+fi
+if has demo_bot32; then
+  demo --variants bot+baseline,bot+paper --set train.batch_size=32 --workdir "$OUT/bot32_demo"
 fi

@@ -144,7 +144,8 @@ def apply_bot(config: ml_collections.ConfigDict, *, batch_size: int = 64, epochs
 
 def apply_center(config: ml_collections.ConfigDict) -> None:
     """reid-strong-baseline's center loss (``softmax_triplet_with_center.yml``):
-    weight 0.0005 on the same feature as the triplet. Its centers are parameters
+    weight 0.0005 on the same feature as the triplet (``:bot,center``; alone, on
+    the embedding of the plain recipe). Its centers are parameters
     of the model trained by the run's optimiser (reid-strong-baseline gives them
     their own SGD at lr 0.5: docs/differences.md)."""
     config.train.losses.center = ml_collections.ConfigDict(dict(weight=0.0005))
@@ -211,9 +212,6 @@ def reid_config(dataset: str, root: str, arg: str | None = None,
                          "StRA-ResNet-50 ablations, not several")
     for name in networks:
         apply_network(config, name)
-    if "center" in variants and "bot" not in variants:
-        raise ValueError("config variant center adds reid-strong-baseline's center loss to the bag of tricks: "
-                         "use it with bot (:bot,center)")
     if "smoke" in variants:
         # a non-local block needs a residual block after it in its stage (res4 = layer3)
         blocks = (1, 1, 2, 2) if config.model.name == "nonlocal_resnet50" else (1, 1, 1, 2)

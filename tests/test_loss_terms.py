@@ -79,8 +79,8 @@ REID = {"ce": {"weight": 1.0}, "diversity": {"weight": 1.0}}
 @pytest.mark.parametrize("losses,message", [
     ({}, r"train\.losses is empty: name at least one loss term.*known loss terms: \['arcface', 'ce'"),
     ("ce", r"train\.losses='ce': expected a mapping of loss term names"),
-    ({"triplet": 1.0}, r"train\.losses='triplet': unknown loss term; known loss terms: \['arcface', 'ce', 'cosface', "
-                       r"'diversity', 'softmax'"),
+    ({"quadruplet": 1.0}, r"train\.losses='quadruplet': unknown loss term; known loss terms: \['arcface', 'ce', "
+                          r"'center', 'circle', 'cosface', 'diversity', 'softmax', 'triplet'"),
     ({"ce": {"label_smoothing": 0.1}}, r"train\.losses\.ce\.weight: missing"),
     ({"ce": {"weight": -1.0}}, r"train\.losses\.ce\.weight=-1\.0: expected a number >= 0"),
     ({"ce": {"weight": "1"}}, r"train\.losses\.ce\.weight='1': expected a number >= 0"),

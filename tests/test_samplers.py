@@ -111,9 +111,9 @@ def test_accum_steps_that_would_split_groups_is_refused_with_the_numbers():
 
 
 def test_unknown_sampler_and_option_are_named(toy_pairs):
-    with pytest.raises(ValueError, match=r"config.input.sampler='pk': unknown sampler; known samplers: "
-                                         r"\['random', 'toy_pairs'\]"):
-        build_sampler({"sampler": "pk"}, 10, _no_labels)
+    with pytest.raises(ValueError, match=r"config.input.sampler='pxk': unknown sampler; known samplers: "
+                                         r"\['pk', 'random', 'toy_pairs'\]"):
+        build_sampler({"sampler": "pxk"}, 10, _no_labels)
     with pytest.raises(ValueError, match=r"config.input.sampler_options.shuffle: not an option of sampler "
                                          r"'random'; its options: \[\]"):
         build_sampler({"sampler_options": {"shuffle": False}}, 10, _no_labels)
@@ -184,7 +184,7 @@ def test_the_loop_takes_the_epoch_length_and_groups_from_the_sampler(toy_pairs, 
 def test_an_unknown_sampler_fails_before_any_data_is_read(tmp_path):
     config = reid_synthetic.get_config("smoke")
     config.dataset.root = str(tmp_path / "data")  # the synthetic set would be generated here
-    config.input.sampler = "pk"
-    with pytest.raises(ValueError, match=r"config.input.sampler='pk': unknown sampler; known samplers: \["):
+    config.input.sampler = "pxk"
+    with pytest.raises(ValueError, match=r"config.input.sampler='pxk': unknown sampler; known samplers: \["):
         train_and_evaluate(config, tmp_path / "run")
     assert not (tmp_path / "data").exists() and not (tmp_path / "run").exists()

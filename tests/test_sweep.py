@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from stra_jax.tools import sweep
+from stra_jax.tools import report, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "configs/reid_synthetic.py"
@@ -50,6 +50,8 @@ if os.environ.get("FAKE_HANG") == f"{variant}/{seed}" and not resumed:
     (workdir / "hanging").write_text("")
     while True:
         time.sleep(0.1)
+(workdir / "config.json").write_text(json.dumps(  # as train.py does: the resolved config
+    {"seed": seed, "variant": variant, "train": {"best_metric": "reid/mAP"}}))
 value = 0.1 * (1 + seed) + (0.3 if "baseline" in variant else 0.0)
 (workdir / "final_metrics.json").write_text(json.dumps(
     {"reid/mAP": value, "reid/rank1": value + 0.05, "reid/cmc": [value], "reid/num_queries": 10}))
@@ -75,7 +77,7 @@ def _calls(path):
     return path.read_text().splitlines() if path.exists() else []
 
 
-def test_two_variants_two_seeds_table_equals_final_metrics(fake, tmp_path):
+def test_two_variants_two_seeds_table_equals_final_metrics(fake, tmp_path, capsys):
     script, calls = fake
     out = tmp_path / "sweep"
     assert sweep.main(_args(script, out, extra=("--jobs", "2"))) == 0  # two runs at a time
@@ -100,6 +102,13 @@ def test_two_variants_two_seeds_table_equals_final_metrics(fake, tmp_path):
     assert sweep.main(_args(script, out)) == 0
     assert len(_calls(calls)) == 4
     assert (out / "sweep.md").read_text() == table
+    # The report tool finds the same runs in the sweep's folder: one row per variant, the same numbers.
+    capsys.readouterr()
+    assert report.main([str(out)]) == 0
+    reported = capsys.readouterr().out
+    assert "| smoke | 2 | 0,1 | 15.0 +- 7.1 | 20.0 +- 7.1 |" in reported
+    assert "| smoke+baseline | 2 | 0,1 | 45.0 +- 7.1 | 50.0 +- 7.1 |" in reported
+    assert "| variant | smoke | smoke,baseline |" in reported  # the config key that differs
 
 
 def test_failed_run_listed_with_its_log_and_marked(fake, tmp_path, monkeypatch, capsys):

@@ -14,7 +14,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from stra_jax.models import create_model, frozen_param_mask, init_variables
-from stra_jax.training import checkpoint
+from stra_jax.training import checkpoint, record
 from stra_jax.training.loop import NonFiniteLoss, _flush
 from stra_jax.sharding import host_batch_to_global, make_mesh, replicated
 from stra_jax.training.optim import make_optimizer
@@ -22,7 +22,7 @@ from stra_jax.training.schedules import step_decay_schedule
 from stra_jax.training.state import TrainState
 from stra_jax.training.step import make_train_step
 from stra_jax.losses import identity_objective
-from stra_jax.tools import sweep
+from stra_jax.tools import report, sweep
 from tests.helpers import REPO, run_multidevice
 
 NARROW = dict(width=8, stage_sizes=(1, 1, 1, 2), num_classes=5)
@@ -151,6 +151,12 @@ def test_killed_run_resumes_exactly(tmp_path, monkeypatch):
     assert final["reid/mAP"] > 0
     tabulated = json.loads((sweep_dir / "sweep.json").read_text())["variants"]["smoke"]["seeds"]["0"]
     assert tabulated == {"mAP": 100 * final["reid/mAP"], "rank1": 100 * final["reid/rank1"]}
+    # the run's record (run.json) and the report tool on it
+    rec = record.read_record(tmp_path / "straight")
+    assert rec["format"] == "stra-jax-run/1" and len(rec["sessions"]) == 1 and rec["final"]["step"] == 8
+    assert rec["final"]["metrics"]["reid/mAP"] == final["reid/mAP"] and rec["seed"] == 0
+    assert rec["sessions"][0]["device_count"] == jax.device_count() and rec["sessions"][0]["process_count"] == 1
+    assert f"{100 * final['reid/mAP']:.1f} |" in report.report([str(tmp_path / "straight")])[0]
 
     # eval.py on the workdir finds model_best and WORKDIR/data and gives the numbers the run logged.
     evaluated = subprocess.run([sys.executable, "eval.py", "--config", "configs/reid_synthetic.py:smoke",
@@ -175,6 +181,7 @@ def test_killed_run_resumes_exactly(tmp_path, monkeypatch):
     resumed = subprocess.run(_train_cmd(workdir, *common), capture_output=True, text=True, cwd=REPO)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from step {steps[-1]}" in resumed.stdout
+    assert len(record.read_record(workdir)["sessions"]) == 2  # the killed start and the resume
 
     step_a, a = _final_params(tmp_path / "straight")
     step_b, b = _final_params(workdir)

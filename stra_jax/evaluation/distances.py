@@ -1,5 +1,6 @@
 """Query x gallery distances of retrieval features (ReID evaluation): Euclidean,
-squared Euclidean or cosine, optionally k-reciprocal re-ranked.
+squared Euclidean or cosine, optionally after average query expansion and
+optionally k-reciprocal re-ranked.
 """
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
+from stra_jax.evaluation.query_expansion import average_query_expansion
 from stra_jax.evaluation.rerank import re_ranking
 
 Metric = Literal["euclidean", "sqeuclidean", "cosine"]
@@ -78,10 +80,17 @@ def compute_distance(qf: ArrayLike, gf: ArrayLike, metric: Metric = "euclidean",
 
 
 def retrieval_distances(qf: ArrayLike, gf: ArrayLike, metric: Metric = "euclidean", normalize: bool = False,
-                        rerank: bool = False) -> np.ndarray:
-    """(num_query, num_gallery) distances as :func:`evaluate` ranks them: ``metric``
-    after optional L2 normalisation, optionally k-reciprocal re-ranked (the q-q and
-    g-g distances with the same metric, passed to ``re_ranking`` as they are)."""
+                        rerank: bool = False, aqe: tuple[int, float] | None = None) -> np.ndarray:
+    """(num_query, num_gallery) distances as :func:`evaluate` ranks them: with
+    ``aqe = (k, alpha)`` the features are first replaced by their average query
+    expansion (:func:`~stra_jax.evaluation.query_expansion.average_query_expansion`,
+    unit rows), then ``metric`` after optional L2 normalisation, optionally
+    k-reciprocal re-ranked (the q-q and g-g distances of the same, expanded
+    features with the same metric, passed to ``re_ranking`` as they are)."""
+    if aqe is not None:
+        if not isinstance(aqe, (tuple, list)) or len(aqe) != 2:
+            raise ValueError(f"aqe must be None or a pair (k, alpha), got {aqe!r}")
+        qf, gf = average_query_expansion(qf, gf, k=aqe[0], alpha=aqe[1])
     distmat = compute_distance(qf, gf, metric=metric, normalize=normalize)
     if rerank:
         distmat = re_ranking(distmat, compute_distance(qf, qf, metric=metric, normalize=normalize),

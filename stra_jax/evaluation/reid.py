@@ -355,14 +355,17 @@ def rank_gallery_with_ap(distmat: ArrayLike, q_pids: ArrayLike, g_pids: ArrayLik
 
 def evaluate(qf: ArrayLike, gf: ArrayLike, q_pids: ArrayLike, g_pids: ArrayLike, q_camids: ArrayLike,
              g_camids: ArrayLike, metric: Metric = "euclidean", normalize: bool = False, rerank: bool = False,
-             max_rank: int = 50) -> ReIDResult:
-    """Features -> distances (optionally k-reciprocal re-ranked, k1=20, k2=6, lambda=0.3) -> ReIDResult.
+             max_rank: int = 50, aqe: tuple[int, float] | None = None) -> ReIDResult:
+    """Features -> (optionally query-expanded) distances (optionally k-reciprocal
+    re-ranked, k1=20, k2=6, lambda=0.3) -> ReIDResult.
 
     qf: (num_query, dim), gf: (num_gallery, dim); label arrays as in :func:`evaluate_rank`.
+    ``aqe = (k, alpha)``: average query expansion of query and gallery first
+    (:func:`~stra_jax.evaluation.query_expansion.average_query_expansion`).
     With ``rerank`` the q-q and g-g distances use the same metric and are passed to
     :func:`~stra_jax.evaluation.rerank.re_ranking` as they are (no squaring)
     (:func:`~stra_jax.evaluation.distances.retrieval_distances`).
     """
-    distmat = retrieval_distances(qf, gf, metric=metric, normalize=normalize, rerank=rerank)
+    distmat = retrieval_distances(qf, gf, metric=metric, normalize=normalize, rerank=rerank, aqe=aqe)
     cmc, m_ap, m_inp, n_valid = _evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, None)
     return ReIDResult(mAP=m_ap, mINP=m_inp, cmc=cmc, num_valid_queries=n_valid, num_queries=distmat.shape[0])

@@ -6,6 +6,7 @@ dataset as ``context["reid_dataset"]``.
 """
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -28,8 +29,26 @@ DEFAULTS: dict[str, Any] = dict(
     normalize=False,       # L2-normalise features first
     flip=False,            # average the features of the image and its mirror
     rerank=False,          # k-reciprocal re-ranking (k1 20, k2 6, lambda 0.3)
+    aqe=False,             # average query expansion of query + gallery before the distances
+    aqe_k=5,               # AQE neighbours, the item itself included (fast-reid TEST.AQE.QE_K)
+    aqe_alpha=3.0,         # AQE weight cosine ** alpha (fast-reid TEST.AQE.ALPHA)
     max_rank=50,
 )
+
+
+def _check_aqe_settings(name: str, s: Mapping[str, Any]) -> None:
+    """``aqe`` a bool, ``aqe_k`` a positive integer, ``aqe_alpha`` a finite number >= 0
+    (checked even while ``aqe`` is off, so a typo fails before a long run)."""
+    where = f"config.evals.{name}"
+    if not isinstance(s["aqe"], (bool, np.bool_)):
+        raise ValueError(f"{where}.aqe={s['aqe']!r}: expected True or False")
+    k = s["aqe_k"]
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"{where}.aqe_k={k!r}: expected a positive integer (neighbours, the item itself included)")
+    alpha = s["aqe_alpha"]
+    if (isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, (int, float, np.integer, np.floating))
+            or not math.isfinite(alpha) or alpha < 0):
+        raise ValueError(f"{where}.aqe_alpha={alpha!r}: expected a finite number >= 0")
 
 
 class ReIDRetrieval(Evaluator):
@@ -48,6 +67,7 @@ class ReIDRetrieval(Evaluator):
     def __init__(self, name: str, settings: dict[str, Any], context: Mapping[str, Any]) -> None:
         self.name = name
         self.settings = check_settings(name, settings, DEFAULTS)
+        _check_aqe_settings(name, self.settings)
         dataset = context.get("reid_dataset")
         if not isinstance(dataset, ReIDDataset):
             raise ValueError(f"config.evals.{name}: a reid_retrieval evaluator needs a ReID dataset, "
@@ -78,15 +98,20 @@ class ReIDRetrieval(Evaluator):
         qf, gf = self._extract(model, variables, mesh)
         seconds = time.perf_counter() - start
         result = evaluate(qf, gf, [r.pid for r in query], [r.pid for r in gallery], [r.camid for r in query],
-                          [r.camid for r in gallery], metric=s["metric"], normalize=s["normalize"],
-                          rerank=s["rerank"], max_rank=s["max_rank"])
+                          [r.camid for r in gallery], max_rank=s["max_rank"], **self._distance_options())
         return {**result.as_dict(), "feature_dim": int(qf.shape[1]), "extract_seconds": round(seconds, 3)}
+
+    def _distance_options(self) -> dict[str, Any]:
+        """The settings that shape the distances, as ``retrieval_distances`` / ``evaluate``
+        take them: one place, so ``run`` and the ranked lists cannot drift."""
+        s = self.settings
+        return dict(metric=s["metric"], normalize=s["normalize"], rerank=s["rerank"],
+                    aqe=(int(s["aqe_k"]), float(s["aqe_alpha"])) if s["aqe"] else None)
 
     def distances(self, qf: np.ndarray, gf: np.ndarray) -> np.ndarray:
         """(num_query, num_gallery) distances exactly as :func:`~stra_jax.evaluation.reid.evaluate`
-        ranks them for ``run`` (metric, normalize, rerank of the settings)."""
-        s = self.settings
-        return retrieval_distances(qf, gf, metric=s["metric"], normalize=s["normalize"], rerank=s["rerank"])
+        ranks them for ``run`` (aqe, metric, normalize, rerank of the settings)."""
+        return retrieval_distances(qf, gf, **self._distance_options())
 
     def write_rank_lists(self, model: Any, variables: dict[str, Any], out_dir: str | Path, k: int = 10,
                          num_worst: int = 8, num_random: int = 8, seed: int = 0,
@@ -119,8 +144,9 @@ class ReIDRetrieval(Evaluator):
         valid = ~np.isnan(ap)
         kinds = ["worst"] * min(num_worst, len(chosen)) + ["random"] * max(0, len(chosen) - num_worst)
         size = tuple(s["image_size"])
+        aqe = f"AQE k {s['aqe_k']} alpha {s['aqe_alpha']:g}"
         setting = ", ".join([s["metric"]] + [label for key, label in (("normalize", "L2-normalised"),
-                                                 ("flip", "flip"), ("rerank", "re-ranked")) if s[key]])
+                                                 ("flip", "flip"), ("aqe", aqe), ("rerank", "re-ranked")) if s[key]])
         final = as_path(out_dir) / f"ranks_{self.name}"
         entries, names = [], []
         with atomic_directory(final, overwrite=True) as staging:
@@ -144,7 +170,9 @@ class ReIDRetrieval(Evaluator):
                 names.append(name)
             write_json_atomic(staging / "ranks.json", dict(
                 evaluator=self.name, dataset=self.dataset.name, k=k, metric=s["metric"],
-                normalize=s["normalize"], flip=s["flip"], rerank=s["rerank"], seed=seed,
+                normalize=s["normalize"], flip=s["flip"], aqe=bool(s["aqe"]),
+                aqe_k=int(s["aqe_k"]) if s["aqe"] else None, aqe_alpha=float(s["aqe_alpha"]) if s["aqe"] else None,
+                rerank=s["rerank"], seed=seed,
                 mAP=float(np.nanmean(ap)) if valid.any() else None, num_valid_queries=int(valid.sum()),
                 queries=entries))
         return [final / name for name in names] + [final / "ranks.json"]

@@ -112,7 +112,8 @@ def build_objective(losses_config: Mapping[str, Any], context: LossContext, key:
         metrics}``, traced inside the train step. ``objective.check_labels(labels
         (B,))`` runs the host-side checks of the terms that have one (a term's
         ``check_labels`` attribute: e.g. batch-hard triplet refuses a batch with
-        one image per identity), on the labels of a global (micro-)batch.
+        one image per identity), on the labels of a global (micro-)batch;
+        ``objective.has_label_checks`` says whether any term has one.
 
     Raises:
         ValueError naming the key: no terms, an unknown term (with the known
@@ -161,4 +162,5 @@ def build_objective(losses_config: Mapping[str, Any], context: LossContext, key:
             check(labels)
 
     objective.check_labels = check_labels  # type: ignore[attr-defined]
+    objective.has_label_checks = bool(checks)  # type: ignore[attr-defined]
     return objective

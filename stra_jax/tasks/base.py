@@ -124,12 +124,21 @@ class Task(abc.ABC):
         config-chosen losses returns."""
         return train_objective(self.config.train, self.loss_context(self.num_classes))
 
+    @property
+    def checks_batch_labels(self) -> bool:
+        """Whether a loss term of ``config.train.losses`` checks the labels of a
+        batch (:meth:`check_batch_labels`); False for a task with its own loss."""
+        if "losses" not in self.config.train:
+            return False
+        return bool(getattr(self.objective, "has_label_checks", False))
+
     def check_batch_labels(self, labels: np.ndarray) -> None:
         """Host-side checks of the loss terms (``objective.check_labels``) on the
         labels (B,) of what one loss call sees (a global batch, or one of its
-        ``accum_steps`` micro-batches): the loop calls this before its first
-        step, so that e.g. a triplet loss on a batch with one image per identity
-        stops with a message, not a silent zero loss."""
+        ``accum_steps`` micro-batches): the loop calls this on the first batch
+        it will train on, before training starts, so that e.g. a triplet loss on
+        a batch with one image per identity stops with a message, not a silent
+        zero loss."""
         check = getattr(self.objective, "check_labels", None)
         if check is not None:
             check(np.asarray(labels))

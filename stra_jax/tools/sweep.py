@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Sequence
 
 from stra_jax.tools.cli import check_overrides, fail, load_config
+from stra_jax.tools.runs_table import format_mean_std, mean_std, metric_value, read_json
 from stra_jax.utils import atomic_file, save_figure, write_json_atomic
 
 STATUS_FILE = "sweep_status.json"
@@ -179,27 +180,8 @@ class Sweep:
 def read_values(run: Run, metrics: Sequence[str]) -> dict[str, float]:
     """``<evaluator>/<metric>`` of a finished run's final_metrics.json, in percent."""
     path = run.workdir / "final_metrics.json"
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not JSON ({err})") from None
-    values = {}
-    for metric in metrics:
-        found = [v for k, v in data.items() if k.split("/")[-1] == metric and isinstance(v, (int, float))]
-        if len(found) != 1:
-            scalars = sorted(k for k, v in data.items() if isinstance(v, (int, float)))
-            raise ValueError(f"{path}: expected one '<evaluator>/{metric}' value, found {len(found)}; "
-                             f"its metrics: {scalars} (choose with --metrics)")
-        values[metric] = 100.0 * float(found[0])
-    return values
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof=1; NaN with one value)."""
-    n = len(values)
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else math.nan
-    return mean, std
+    data = read_json(path)
+    return {metric: 100.0 * metric_value(data, metric, path) for metric in metrics}
 
 
 def collect(runs: Sequence[Run], metrics: Sequence[str], status: dict) -> dict:
@@ -229,8 +211,7 @@ def format_table(table: dict, metrics: Sequence[str], seeds: Sequence[int]) -> s
             if not done:
                 cells.append("-")
                 continue
-            mean, std = row["summary"][m]
-            cells.append(f"{mean:.1f}" + ("" if math.isnan(std) else f" +- {std:.1f}"))
+            cells.append(format_mean_std(*row["summary"][m]))
         per_seed = "; ".join(f"s{s}: " + "/".join(f"{row['seeds'][s][m]:.1f}" for m in metrics) for s in done)
         notes = [f"FAILED seed {f['seed']} (log: {f['log']})" for f in row["failed"]]
         if row["missing"]:

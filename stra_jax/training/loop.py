@@ -10,6 +10,7 @@ stopped.
 Workdir layout::
 
     config.json            the resolved config
+    run.json               the record: config, seed, versions, devices, commit per session, final metrics
     checkpoints/<step>/    orbax TrainState + meta (latest N and the best)
     model_last/            evaluable model directory of the last epoch's state
     model_best/            ... of the best state by ``train.best_metric``
@@ -18,7 +19,6 @@ Workdir layout::
 from __future__ import annotations
 
 import contextlib
-import itertools
 import math
 import time
 from pathlib import Path
@@ -38,6 +38,7 @@ from stra_jax.tasks import make_task
 from stra_jax.training import checkpoint
 from stra_jax.training.interrupt import Interrupted, SignalGuard
 from stra_jax.training.optim import optimizer_from_config
+from stra_jax.training.record import finish_record, start_record
 from stra_jax.training.schedules import make_schedule, scaled_lr
 from stra_jax.training.state import TrainState
 from stra_jax.training.step import check_micro_batches, make_train_step, micro_batches
@@ -206,8 +207,11 @@ def _train(config, workdir: epath.Path, guard: SignalGuard, progress: dict[str, 
         state, saved_meta = restored
         pending_eval = bool(saved_meta.get("pending_eval")) and bool(evaluators)
         print(f"resumed from step {int(state.step)} in {manager.directory}")
+    # a loss that cannot work on the sampler's batches (triplet on one image per identity) stops here
+    check_first_batch(task, cfg, config.seed, int(state.step), per_epoch, group_size)
     state = jax.device_put(state, state_sharding)
     write_json_atomic(workdir / "config.json", config.to_dict())
+    start_record(workdir, config, mesh)  # run.json: seed, versions, devices, commit (a session per start)
     announce_outputs(workdir, best_metric, cfg.keep_checkpoints)
 
     step_kw = dict(accum_steps=cfg.accum_steps, group_size=group_size, seed=config.seed,
@@ -260,7 +264,6 @@ def _train(config, workdir: epath.Path, guard: SignalGuard, progress: dict[str, 
     pending: list[tuple[int, Any]] = []
     start_time, start_step = time.perf_counter(), step
     shown = ("loss",) + tuple(task.progress_metrics)
-    labels_checked = False
     resume_hint = "rerun the same command to resume"
     try:
         if pending_eval:
@@ -272,9 +275,6 @@ def _train(config, workdir: epath.Path, guard: SignalGuard, progress: dict[str, 
                 batches = task.train_batches(epoch=epoch, start_step=in_epoch, global_batch=cfg.batch_size,
                                              process_index=jax.process_index(),
                                              process_count=jax.process_count())
-                if not labels_checked:
-                    batches = _check_first_labels(batches, task, cfg.accum_steps, group_size)
-                    labels_checked = True
                 for batch in prefetch_to_mesh(batches, mesh, size=cfg.get("prefetch", 2)):
                     fn = frozen_step if step < frozen_steps else open_step
                     state, metrics = fn(state, batch)
@@ -310,28 +310,24 @@ def _train(config, workdir: epath.Path, guard: SignalGuard, progress: dict[str, 
     finally:
         writer.close()
     write_json_atomic(workdir / "final_metrics.json", final)
+    finish_record(workdir, final, step)
     if final:
         print(f"final (step {step}):\n{tables(evaluators, final)}")
     return final
 
 
-def _check_first_labels(batches, task, accum_steps: int, group_size: int):
-    """``batches`` (an iterator of host batches) after the task's loss terms have
-    checked the labels of its first global batch, split into the micro-batches
-    the step computes the loss on; every process gathers the global labels."""
-    batches = iter(batches)
-    first = next(batches, None)
-    if first is None:
-        return iter(())
-    if "labels" in first:
-        labels = np.asarray(first["labels"])
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils  # the global batch is the hosts' slices in order
-
-            labels = np.asarray(multihost_utils.process_allgather(labels, tiled=True))
-        for micro in np.asarray(micro_batches(labels, accum_steps, group_size)):
-            task.check_batch_labels(micro)
-    return itertools.chain([first], batches)
+def check_first_batch(task, cfg, seed: int, step: int, per_epoch: int, group_size: int) -> None:
+    """The loss terms' label checks (``Task.check_batch_labels``) on the global
+    batch that step ``step`` trains on, split into the micro-batches the step
+    computes its loss on: read from the sampler's order and the training labels
+    (the same on every host), before training starts."""
+    if step >= per_epoch * cfg.epochs or not task.checks_batch_labels:
+        return
+    epoch, in_epoch = divmod(step, per_epoch)
+    order = task.sampler.epoch_order(cfg.batch_size, seed, epoch)[in_epoch]
+    labels = np.asarray(task.train_labels())[order]
+    for micro in np.asarray(micro_batches(labels, cfg.accum_steps, group_size)):
+        task.check_batch_labels(micro)
 
 
 def _flush(pending, writer, step, total_steps, start_time, start_step, batch_size,
