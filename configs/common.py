@@ -135,7 +135,8 @@ def apply_bot(config: ml_collections.ConfigDict, *, batch_size: int = 64, epochs
     config.input.sampler = "pk"
     config.input.sampler_options = ml_collections.ConfigDict(dict(num_instances=4))
     config.input.augment.update(flip=True, pad=10, erase_prob=0.5)
-    kwargs = dict(config.model.kwargs, last_stride=1, bnneck=True)
+    # pooling: "avg" as the recipe; the key is here so that --config.model.kwargs.pooling=gem switches it
+    kwargs = dict(config.model.kwargs, last_stride=1, bnneck=True, pooling="avg")
     if config.model.name == "resnet50":  # reid-strong-baseline's network: the GAP feature is the embedding
         kwargs["embedding_dim"] = None
     config.model.kwargs = kwargs
@@ -206,6 +207,8 @@ def reid_config(dataset: str, root: str, arg: str | None = None,
         apply_authors_recipe(config)
     for name in sorted(variants & set(ABLATIONS)):
         apply_ablation(config, name)
+    if {"authors", "bot"} <= variants:
+        raise ValueError("config variants authors and bot are two recipes: pick one")
     networks = sorted(variants & set(NETWORKS))
     if len(networks) > 1 or (networks and variants & set(ABLATIONS)):
         raise ValueError(f"config variants {sorted(variants)}: pick one network ({sorted(NETWORKS)}) or the "

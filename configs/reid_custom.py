@@ -9,7 +9,9 @@ from the file name (``--config.dataset.options.camera_pattern='_c(\\d+)'``, the
 default, or ``''`` for data without cameras). ``:csv``: ``ROOT/dataset.csv``
 with the columns path,pid,camid,split (``--config.dataset.options.csv_file``).
 See ``stra_jax/data/reid/custom.py``. Everything else is the Market-1501 config
-(the paper's recipe and evaluation); its variants combine: ``:csv,authors``.
+(the paper's recipe and evaluation); its variants combine: ``:csv,authors``,
+``:folder,bot`` (the ReID bag of tricks, see ``configs/reid_market.py``; its
+published numbers are Market-1501's, rank-1 94.1 / mAP 85.7 for reid-strong-baseline).
 """
 from __future__ import annotations
 

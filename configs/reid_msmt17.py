@@ -3,7 +3,9 @@
     python train.py --config configs/reid_msmt17.py --workdir runs/msmt17 \
         --config.dataset.root=/data/MSMT17 --config.init_from=resnet50-19c8e357.pth
 
-Variants as in ``configs/reid_market.py``.
+Variants as in ``configs/reid_market.py``. ``:bot`` (the ReID bag of tricks;
+``:bot,baseline`` is reid-strong-baseline's ResNet-50): fast-reid's BoT(R50) on
+MSMT17, rank-1 74.1 / mAP 50.2 / mINP 10.4 (fast-reid MODEL_ZOO.md).
 """
 from __future__ import annotations
 

@@ -23,6 +23,14 @@ variant per comparison network (``:se``, ``:nonlocal``, ``:sasa``, ``:mnetv2``,
 demo's network (ResNets at width 16 with (1, 1, 2, 3) blocks, MobileNetV2 at
 half its width with one block per row); ``benchmarks/table2_synthetic.sh``
 runs them all and draws Fig. 3. Measured results: docs/results.md.
+
+``:bot``: the ReID bag of tricks (``configs/common.py`` ``apply_bot``; published
+Market-1501 numbers of reid-strong-baseline's ResNet-50, rank-1 94.1 / mAP 85.7,
+in ``configs/reid_market.py``) at this config's own length and lr (60 epochs,
+Adam 1e-3), its warmup and milestones at the recipe's fractions (5 warmup epochs,
+x0.1 at 20 and 35), P x K 16 x 4; ``:bot,baseline`` is reid-strong-baseline's
+network narrowed like the demo's. ``benchmarks/bot_synthetic.sh`` compares it with
+the plain recipe (docs/results.md).
 """
 from __future__ import annotations
 

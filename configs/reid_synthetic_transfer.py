@@ -26,7 +26,9 @@ Variants besides the networks: ``scratch`` (no freezing; run it without
 ``init_from``: the same target from random weights); the target's size by
 training images, ``n240`` (the demo's 20 training ids), ``n960``, ``n1920``,
 ``n3840`` (12 images per id; as many test ids as training ids); the L_d weight,
-``ld0`` and ``ld01`` (0.1 instead of 1.0); ``smoke`` (seconds, for tests).
+``ld0`` and ``ld01`` (0.1 instead of 1.0); ``smoke`` (seconds, for tests); ``bot``
+(the ReID bag of tricks at these 20 epochs: 2 warmup epochs, x0.1 at 7 and 12, no
+frozen stages, P x K 16 x 4; see ``configs/reid_synthetic.py``).
 ``--set dataset.synthetic.seed=N`` draws another target of the same kind.
 Measured results (and what they say about the paper's claim): docs/results.md.
 """
