@@ -313,7 +313,7 @@ def test_train_cli_mistakes_get_one_line(tmp_path, args, message):
 
 @pytest.mark.parametrize("config, message", [
     ("configs/reid_synthetic.py:foo", "--config configs/reid_synthetic.py:foo: unknown config variant(s) ['foo']; "
-                                      "known variants: ['baseline', 'g16', 'g32', 'g4', 'k5', 'k7', 'local_only', "
+                                      "known variants: ['baseline', 'bot', 'center', 'g16', 'g32', 'g4', 'k5', 'k7', 'local_only', "
                                       "'mnetv2', 'mnetv2_x1_4', 'no_interaction', 'nonlocal', 'paper', 'sasa', 'se', "
                                       "'smoke', 'softmax_gate', 'stra_mnetv2', 'stra_mnetv2_x1_4']"),
     ("configs/nope.py", "--config configs/nope.py: no such file 'configs/nope.py'"),

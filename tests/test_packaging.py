@@ -12,7 +12,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = ("stra-train", "stra-eval", "stra-convert", "stra-export", "stra-build-tfds", "stra-sweep",
-           "stra-visualize-modes", "stra-plot-metrics", "stra-extract-features", "stra-pack-faces", "stra-summary")
+           "stra-visualize-modes", "stra-plot-metrics", "stra-extract-features", "stra-pack-faces", "stra-summary",
+           "stra-report")
 
 
 def test_console_scripts_name_existing_functions():
