@@ -11,6 +11,9 @@
 # The *_bot32 stages run :bot at the synthetic configs' own global batch, 32 = 8 x 4, so
 # that it takes as many optimiser steps as the plain recipe (16 x 4 takes half as many).
 #
+# transfer_late and transfer_late_notriplet (seed 0 only) are diagnostics: :bot with the
+# plain recipe's late decay (x0.1 at epochs 13 and 19), with and without the triplet term.
+#
 # Rerunning skips finished runs and resumes the rest (the sweep tool). The transfer
 # stages need the pretraining run ($PRE; STAGES=pretrain makes it, 11 min on 2 cores).
 set -euo pipefail
@@ -19,7 +22,7 @@ OUT="${OUT:-runs}"
 JOBS="${JOBS:-2}"
 SEEDS="${SEEDS:-0,1,2}"
 PRE="${PRE:-$OUT/pretrain}"
-STAGES="${STAGES:-pretrain transfer_bot demo_bot transfer_plain demo_plain transfer_bot32 demo_bot32}"
+STAGES="${STAGES:-pretrain transfer_bot demo_bot transfer_plain demo_plain transfer_bot32 demo_bot32 transfer_late transfer_late_notriplet}"
 has() { [[ " $STAGES " == *" $1 "* ]]; }
 demo() { python -m stra_jax.tools.sweep --config configs/reid_synthetic.py --jobs "$JOBS" --seeds "$SEEDS" \
            --set "dataset.root=$OUT/data_demo" "$@"; }
@@ -45,4 +48,11 @@ if has transfer_bot32; then
 fi
 if has demo_bot32; then
   demo --variants bot+baseline,bot+paper --set train.batch_size=32 --workdir "$OUT/bot32_demo"
+fi
+late() { transfer --variants "$1" --set 'train.schedule.milestones=(11,17)' "${@:2}"; }
+if has transfer_late; then
+  SEEDS=0 late bot+paper,bot+baseline --workdir "$OUT/botlate_transfer"
+fi
+if has transfer_late_notriplet; then
+  SEEDS=0 late bot+paper --set train.losses.triplet.weight=0.0 --workdir "$OUT/botlate_notriplet_transfer"
 fi
