@@ -94,6 +94,15 @@ def write_json_atomic(path: AnyPath, payload: Any) -> epath.Path:
     return as_path(path)
 
 
+def read_json(path: Any, hint: str = "") -> Any:
+    """The JSON in ``path`` (a pathlib or etils path, local or ``gs://``);
+    ValueError naming the file, then ``hint`` (what to do), if it is not JSON."""
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})" + (f"; {hint}" if hint else "")) from None
+
+
 def as_json(payload: Any) -> Any:
     """``payload`` as it reads back from JSON (tuples -> lists), for comparisons."""
     return json.loads(json.dumps(payload, default=list))

@@ -33,6 +33,7 @@ need.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from typing import Any, Callable, Mapping, Protocol
 
@@ -126,8 +127,10 @@ class PKSampler:
     def group_size(self) -> int:
         return self.num_instances
 
+    @functools.cached_property
     def identities(self) -> list[np.ndarray]:
-        """Each identity's example indices, identities in sorted label order."""
+        """Each identity's example indices, identities in sorted label order
+        (computed once: every epoch and every check reads it)."""
         order = np.argsort(self.labels, kind="stable")
         starts = np.flatnonzero(np.r_[True, np.diff(self.labels[order]) != 0])
         return np.split(order, starts[1:])
@@ -144,7 +147,7 @@ class PKSampler:
             raise ValueError(f"{key}.num_identities={self.num_identities} x num_instances={k} = "
                              f"{self.num_identities * k}, but train.batch_size={global_batch}: P x K must be the "
                              f"global batch (set train.batch_size={self.num_identities * k})")
-        count = len(np.unique(self.labels))
+        count = len(self.identities)
         if p > count:
             raise ValueError(f"the P x K sampler needs P={p} identities per batch (train.batch_size={global_batch} / "
                              f"num_instances={k}) but the training set has {count} identities: lower "
@@ -158,7 +161,7 @@ class PKSampler:
     def epoch_order(self, global_batch: int, seed: int, epoch: int) -> np.ndarray:
         p, k = self.per_batch(global_batch), self.num_instances
         steps = self.steps_per_epoch(global_batch)
-        groups = self.identities()
+        groups = self.identities
         batches: list[np.ndarray] = []
         for r in range(steps + 1):  # every pass yields at least one batch (P <= identities)
             if len(batches) >= steps:
@@ -203,7 +206,7 @@ def pk_sampler(num_examples: int, labels: Callable[[], np.ndarray], num_instance
         raise ValueError(f"the P x K sampler got {values.shape} labels for {num_examples} training examples")
     sampler = PKSampler(int(num_examples), values, int(num_instances), int(num_identities), replacement)
     if not replacement:
-        sizes = np.array([len(g) for g in sampler.identities()])
+        sizes = np.array([len(g) for g in sampler.identities])
         short = int((sizes < num_instances).sum())
         if short:
             raise ValueError(f"{key}.replacement=False: {short} of {len(sizes)} identities have fewer than "

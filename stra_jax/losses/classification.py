@@ -126,15 +126,21 @@ def ce_term(options: dict, context: LossContext) -> Term:
     return term
 
 
+def l2_normalize(x: jax.Array) -> jax.Array:
+    """Rows of ``x`` (B, D) scaled to unit L2 norm, float32: torch's
+    ``F.normalize(x, dim=1)`` (``x / max(||x||, 1e-12)``), so a zero row stays 0
+    and its gradient is finite. reid-strong-baseline's ``normalize``
+    (``x / (||x|| + 1e-12)``) differs by a relative 1e-12 / ||x||."""
+    x = x.astype(jnp.float32)
+    return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=1, keepdims=True), 1e-24))
+
+
 def cosines(embeddings: jax.Array, weights: jax.Array, labels: jax.Array) -> jax.Array:
     """(B, D) x (D, C) -> (B, C) cosines between L2-normalised rows and columns."""
     if embeddings.ndim != 2 or weights.ndim != 2 or embeddings.shape[1] != weights.shape[0]:
         raise ValueError(f"need embeddings (B, D) and weights (D, C), got {embeddings.shape} and {weights.shape}")
-    e = embeddings.astype(jnp.float32)
-    w = weights.astype(jnp.float32)
-    # Same floor as torch's F.normalize (eps=1e-12), so zero vectors give 0, not NaN.
-    e = e * jax.lax.rsqrt(jnp.maximum(jnp.sum(e * e, axis=1, keepdims=True), 1e-24))
-    w = w * jax.lax.rsqrt(jnp.maximum(jnp.sum(w * w, axis=0, keepdims=True), 1e-24))
+    # torch's F.normalize floor (eps=1e-12), so zero vectors give 0, not NaN: rows of e, columns of w
+    e, w = l2_normalize(embeddings), l2_normalize(weights.T).T
     cos = jnp.dot(e, w, precision=jax.lax.Precision.HIGHEST)
     check_logits_labels(cos, labels, "cosines")
     return jnp.clip(cos, -1.0, 1.0)

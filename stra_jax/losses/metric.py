@@ -30,19 +30,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from stra_jax.losses.classification import l2_normalize
 from stra_jax.losses.registry import LOSSES, LossContext, Term, loss_term
 
 HIGHEST = lax.Precision.HIGHEST
 SAMPLER_HINT = "use config.input.sampler='pk' (sampler_options.num_instances=4)"
-
-
-def l2_normalize(x: jax.Array) -> jax.Array:
-    """Rows of ``x`` (B, D) scaled to unit L2 norm, float32: torch's
-    ``F.normalize(x, dim=1)`` (``x / max(||x||, 1e-12)``), so a zero row stays 0
-    and its gradient is finite. reid-strong-baseline's ``normalize``
-    (``x / (||x|| + 1e-12)``) differs by a relative 1e-12 / ||x||."""
-    x = x.astype(jnp.float32)
-    return x * lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=1, keepdims=True), 1e-24))
 
 
 def pairwise_euclidean(x: jax.Array) -> jax.Array:

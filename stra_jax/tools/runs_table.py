@@ -3,19 +3,10 @@ report (``report.py``): a metric looked up in a final-metrics dict, mean and
 sample std over seeds, and the ``mean +- std`` cell of their tables."""
 from __future__ import annotations
 
-import json
 import math
 from typing import Any, Mapping, Sequence
 
 from stra_jax.evaluation.evaluators import scalars
-
-
-def read_json(path: Any) -> Any:
-    """The JSON in ``path`` (a pathlib or etils path); ValueError naming the file if it is not JSON."""
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not JSON ({err})") from None
 
 
 def metric_value(data: Mapping[str, Any], metric: str, source: Any) -> float:

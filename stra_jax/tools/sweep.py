@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Sequence
 
 from stra_jax.tools.cli import check_overrides, fail, load_config
-from stra_jax.tools.runs_table import format_mean_std, mean_std, metric_value, read_json
-from stra_jax.utils import atomic_file, save_figure, write_json_atomic
+from stra_jax.tools.runs_table import format_mean_std, mean_std, metric_value
+from stra_jax.utils import atomic_file, read_json, save_figure, write_json_atomic
 
 STATUS_FILE = "sweep_status.json"
 

@@ -32,7 +32,7 @@ from typing import Any, Mapping
 import jax
 
 from stra_jax.evaluation.evaluators import scalars
-from stra_jax.utils import AnyPath, as_path, is_remote, write_json_atomic
+from stra_jax.utils import AnyPath, as_path, is_remote, read_json, write_json_atomic
 
 RECORD_FILE = "run.json"
 FORMAT = "stra-jax-run/1"
@@ -117,10 +117,7 @@ def session_info(mesh: Any = None) -> dict[str, Any]:
 
 
 def _load(path: Any) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err}); fix or remove the file") from None
+    return read_json(path, "fix or remove the file")
 
 
 def _config_dict(config: Any) -> dict[str, Any]:
