@@ -140,7 +140,11 @@ def cosines(embeddings: jax.Array, weights: jax.Array, labels: jax.Array) -> jax
     if embeddings.ndim != 2 or weights.ndim != 2 or embeddings.shape[1] != weights.shape[0]:
         raise ValueError(f"need embeddings (B, D) and weights (D, C), got {embeddings.shape} and {weights.shape}")
     # torch's F.normalize floor (eps=1e-12), so zero vectors give 0, not NaN: rows of e, columns of w
-    e, w = l2_normalize(embeddings), l2_normalize(weights.T).T
+    # (normalised along axis 0 in place: l2_normalize(w.T).T sums in another order, 1 ulp off the
+    # numbers the face runs were measured with)
+    e = l2_normalize(embeddings)
+    w = weights.astype(jnp.float32)
+    w = w * jax.lax.rsqrt(jnp.maximum(jnp.sum(w * w, axis=0, keepdims=True), 1e-24))
     cos = jnp.dot(e, w, precision=jax.lax.Precision.HIGHEST)
     check_logits_labels(cos, labels, "cosines")
     return jnp.clip(cos, -1.0, 1.0)
