@@ -362,8 +362,10 @@ def evaluate(qf: ArrayLike, gf: ArrayLike, q_pids: ArrayLike, g_pids: ArrayLike,
     qf: (num_query, dim), gf: (num_gallery, dim); label arrays as in :func:`evaluate_rank`.
     ``aqe = (k, alpha)``: average query expansion of query and gallery first
     (:func:`~stra_jax.evaluation.query_expansion.average_query_expansion`).
-    With ``rerank`` the q-q and g-g distances use the same metric and are passed to
-    :func:`~stra_jax.evaluation.rerank.re_ranking` as they are (no squaring)
+    With ``rerank`` the q-q and g-g distances use the same metric and are used as they
+    are (no squaring): :func:`~stra_jax.evaluation.rerank.re_ranking` on the three
+    matrices when they fit in memory, else :func:`~stra_jax.evaluation.rerank.re_ranking_features`
+    (MSMT17 size), with the same result
     (:func:`~stra_jax.evaluation.distances.retrieval_distances`).
     """
     distmat = retrieval_distances(qf, gf, metric=metric, normalize=normalize, rerank=rerank, aqe=aqe)
