@@ -11,8 +11,9 @@ all-reduce), so statistics are global across devices and hosts.
 """
 from __future__ import annotations
 
-import collections
+import queue
 import re
+import threading
 from typing import Any, Iterable, Iterator, Sequence
 
 import jax
@@ -94,15 +95,50 @@ def check_batch_divisible(batch_size: int, mesh: Mesh, what: str = "batch_size")
 def prefetch_to_mesh(batches: Iterable[Any], mesh: Mesh, size: int = 2) -> Iterator[Any]:
     """Yield global arrays from host batches, ``size`` batches ahead.
 
-    The host-to-device copy of the next batches is issued while the current
-    step runs (dispatch is asynchronous), so the accelerator does not wait on
-    the transfer. Reading ahead does not change what a resumed run sees: the
-    input order depends only on (seed, epoch, step).
+    A background thread pulls the host batches and issues their copies to the
+    devices, so the next batches are read, decoded and transferred while the
+    current step runs, and the loop never waits on the host pipeline unless it
+    is slower than the step (on an accelerator the whole input cost hides
+    behind the step). An error raised by ``batches`` is re-raised here, in the
+    consumer; closing the generator stops the thread. Reading ahead does not
+    change what a resumed run sees: the input order depends only on (seed,
+    epoch, step).
     """
-    queue: collections.deque = collections.deque()
-    for batch in batches:
-        queue.append(host_batch_to_global(batch, mesh))
-        if len(queue) > size:
-            yield queue.popleft()
-    while queue:
-        yield queue.popleft()
+    if size < 1:
+        raise ValueError(f"prefetch size {size}: expected >= 1 batches ahead")
+    done = object()
+    ready: queue.Queue = queue.Queue(maxsize=size)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                if not put(("batch", host_batch_to_global(batch, mesh))):
+                    return
+            put(("end", done))
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer, which re-raises it
+            put(("error", err))
+
+    thread = threading.Thread(target=produce, name="prefetch_to_mesh", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, item = ready.get()
+            if kind == "batch":
+                yield item
+            elif kind == "error":
+                raise item
+            else:
+                return
+    finally:
+        stop.set()
+        thread.join(timeout=10)

@@ -15,7 +15,8 @@ import pytest
 
 from stra_jax.models import create_model, frozen_param_mask, init_variables
 from stra_jax.training import checkpoint, record
-from stra_jax.training.loop import NonFiniteLoss, _flush
+from stra_jax.training.loop import NonFiniteLoss
+from stra_jax.training.progress import LoopClock, flush_metrics
 from stra_jax.sharding import host_batch_to_global, make_mesh, replicated
 from stra_jax.training.optim import make_optimizer
 from stra_jax.training.schedules import step_decay_schedule
@@ -110,7 +111,7 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path):
 def test_non_finite_loss_names_the_step():
     pending = [(7, {"loss": jnp.float32(1.0), "lr": 1.0}), (8, {"loss": jnp.float32(np.nan), "lr": 1.0})]
     with pytest.raises(NonFiniteLoss, match="non-finite loss nan at step 8"):
-        _flush(pending, None, 8, 10, time.perf_counter(), 0, 8)
+        flush_metrics(pending, None, 8, LoopClock(batch_size=8, total_steps=10, start_step=6))
 
 
 def test_unknown_config_key_is_named():

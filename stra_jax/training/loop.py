@@ -19,10 +19,8 @@ Workdir layout::
 from __future__ import annotations
 
 import contextlib
-import math
-import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import jax
 import numpy as np
@@ -38,6 +36,7 @@ from stra_jax.tasks import make_task
 from stra_jax.training import checkpoint
 from stra_jax.training.interrupt import Interrupted, SignalGuard
 from stra_jax.training.optim import optimizer_from_config
+from stra_jax.training.progress import LoopClock, NonFiniteLoss, flush_metrics
 from stra_jax.training.record import finish_record, start_record
 from stra_jax.training.schedules import make_schedule, scaled_lr
 from stra_jax.training.state import TrainState
@@ -45,10 +44,6 @@ from stra_jax.training.step import check_micro_batches, make_train_step, micro_b
 from stra_jax.training.validate import check_train_config, check_workdir
 from stra_jax.training.writers import MetricWriter
 from stra_jax.utils import as_path, write_json_atomic
-
-class NonFiniteLoss(RuntimeError):
-    pass
-
 
 __all__ = ["Interrupted", "NonFiniteLoss", "train_and_evaluate"]
 
@@ -228,8 +223,12 @@ def _train(config, workdir: epath.Path, guard: SignalGuard, progress: dict[str, 
         return dict(info, preprocessing=preprocessing) if preprocessing else info
 
     def save(step: int, **extra: Any) -> None:
-        with guard.deferred():
+        with guard.deferred(), clock.phase("checkpoint"):
             checkpoint.save(manager, state, dict(meta, step=step, **extra))
+
+    def save_model_dir(info: dict[str, Any]) -> None:
+        with guard.deferred(), clock.phase("checkpoint"):
+            write_model_dir(workdir / MODEL_LAST, config.model.name, model_kwargs, state.variables, info)
 
     def evaluate_and_save(step: int, saved: bool = False) -> dict[str, Any]:
         """Checkpoint first (marked pending), then evaluate: a failed or
@@ -237,13 +236,12 @@ def _train(config, workdir: epath.Path, guard: SignalGuard, progress: dict[str, 
         info = run_info(step)
         if not saved:
             save(step, pending_eval=True)
-            with guard.deferred():
-                write_model_dir(workdir / MODEL_LAST, config.model.name, model_kwargs, state.variables, info)
+            save_model_dir(info)
         with guard.immediate(f"during the evaluation of step {step}: its checkpoint is saved and the "
-                             "evaluation reruns when you rerun the same command"):
+                             "evaluation reruns when you rerun the same command"), clock.phase("evaluation"):
             metrics = run_evaluators(evaluators, model, state.variables, mesh)
         logged = scalars(metrics)
-        with guard.deferred():
+        with guard.deferred(), clock.phase("checkpoint"):
             writer.write(step, {f"eval/{k}": v for k, v in logged.items()})
             print(f"evaluation at step {step} (epoch {step // per_epoch}):\n{tables(evaluators, metrics)}",
                   flush=True)
@@ -262,29 +260,32 @@ def _train(config, workdir: epath.Path, guard: SignalGuard, progress: dict[str, 
     progress["started"] = True
     final: dict[str, Any] = {}
     pending: list[tuple[int, Any]] = []
-    start_time, start_step = time.perf_counter(), step
+    clock = LoopClock(cfg.batch_size, total_steps, step)  # where the wall time goes; the progress line
     shown = ("loss",) + tuple(task.progress_metrics)
     resume_hint = "rerun the same command to resume"
+    stream = None
     try:
         if pending_eval:
             print(f"step {step}: its evaluation did not finish; running it first")
             final = evaluate_and_save(step, saved=True)
+        # One stream over the rest of the run: the next epoch's pipeline starts while this one's
+        # last steps run, instead of after its checkpoint.
+        stream = prefetch_to_mesh(run_batches(task, cfg.batch_size, step, per_epoch, total_steps), mesh,
+                                  size=cfg.get("prefetch", 2))
+        batches = clock.batches(stream)
         while step < total_steps:
             with guard.deferred():  # signals wait for the step in flight, then save it
-                epoch, in_epoch = divmod(step, per_epoch)
-                batches = task.train_batches(epoch=epoch, start_step=in_epoch, global_batch=cfg.batch_size,
-                                             process_index=jax.process_index(),
-                                             process_count=jax.process_count())
-                for batch in prefetch_to_mesh(batches, mesh, size=cfg.get("prefetch", 2)):
+                for batch in batches:
                     fn = frozen_step if step < frozen_steps else open_step
                     state, metrics = fn(state, batch)
                     step += 1
+                    clock.stepped()
                     pending.append((step, metrics))
                     mid_epoch = step % per_epoch != 0  # epoch ends are saved below, with metrics
                     save_now = bool(cfg.checkpoint_every_steps) and step % cfg.checkpoint_every_steps == 0
                     # Flush (which checks the loss is finite) before any save: no NaN state is saved.
                     if step % cfg.log_every == 0 or not mid_epoch or save_now or guard.requested:
-                        _flush(pending, writer, step, total_steps, start_time, start_step, cfg.batch_size, shown)
+                        flush_metrics(pending, writer, step, clock, shown)
                     if mid_epoch and (save_now or guard.requested):
                         save(step)
                     if mid_epoch and guard.requested:
@@ -302,18 +303,40 @@ def _train(config, workdir: epath.Path, guard: SignalGuard, progress: dict[str, 
                 final = evaluate_and_save(step)
             elif epoch_done % cfg.checkpoint_every_epochs == 0 or step == total_steps:
                 save(step)
-                info = run_info(step)
-                with guard.deferred():
-                    write_model_dir(workdir / MODEL_LAST, config.model.name, model_kwargs, state.variables, info)
+                save_model_dir(run_info(step))
         if not final and evaluators:  # resumed a finished run: evaluate its final state once more
             final = run_evaluators(evaluators, model, state.variables, mesh)
     finally:
+        if stream is not None:
+            stream.close()  # stops the prefetch thread
         writer.close()
+    if clock.steps:
+        print(clock.summary(), flush=True)
     write_json_atomic(workdir / "final_metrics.json", final)
     finish_record(workdir, final, step)
     if final:
         print(f"final (step {step}):\n{tables(evaluators, final)}")
     return final
+
+
+def run_batches(task: Any, batch_size: int, step: int, per_epoch: int, total_steps: int) -> Iterator[Any]:
+    """This host's training batches from ``step`` to ``total_steps``, epoch after
+    epoch (``Task.train_batches``, each epoch's pipeline built when the previous
+    one runs out). An epoch that yields another number of batches than
+    ``per_epoch`` (``Task.steps_per_epoch``) is an error of the task."""
+    while step < total_steps:
+        epoch, in_epoch = divmod(step, per_epoch)
+        count = 0
+        for batch in task.train_batches(epoch=epoch, start_step=in_epoch, global_batch=batch_size,
+                                        process_index=jax.process_index(), process_count=jax.process_count()):
+            yield batch
+            count += 1
+            if count == per_epoch - in_epoch:
+                break
+        if count != per_epoch - in_epoch:
+            raise ValueError(f"epoch {epoch} of the {type(task).__name__} gave {in_epoch + count} training "
+                             f"batches, expected {per_epoch} (steps_per_epoch at batch size {batch_size})")
+        step = (epoch + 1) * per_epoch
 
 
 def check_first_batch(task, cfg, seed: int, step: int, per_epoch: int, group_size: int) -> None:
@@ -328,25 +351,3 @@ def check_first_batch(task, cfg, seed: int, step: int, per_epoch: int, group_siz
     labels = np.asarray(task.train_labels())[order]
     for micro in np.asarray(micro_batches(labels, cfg.accum_steps, group_size)):
         task.check_batch_labels(micro)
-
-
-def _flush(pending, writer, step, total_steps, start_time, start_step, batch_size,
-           progress: tuple[str, ...] = ("loss",)) -> None:
-    """Fetch the metrics of the last steps, stop on a non-finite loss, print progress."""
-    host = jax.device_get([m for _, m in pending])
-    for (s, _), m in zip(pending, host):
-        if not math.isfinite(float(m["loss"])):
-            raise NonFiniteLoss(f"non-finite loss {float(m['loss'])} at step {s}; the last good "
-                                "checkpoint is kept, nothing newer was written")
-    steps = [s for s, _ in pending]
-    mean = {k: float(np.mean([m[k] for m in host])) for k in host[-1]}
-    pending.clear()
-    writer.write(step, {f"train/{k}": v for k, v in mean.items()})
-    elapsed = time.perf_counter() - start_time
-    done = step - start_step
-    rate = done * batch_size / max(elapsed, 1e-9)
-    eta = (total_steps - step) * batch_size / max(rate, 1e-9)
-    shown = " ".join(f"{k} {100 * mean[k]:5.1f}" if k == "accuracy" else f"{k} {mean[k]:.4f}"
-                     for k in progress if k in mean)
-    print(f"[{step:>6}/{total_steps}] {shown} lr {mean['lr']:.2e} | {rate:6.1f} img/s | "
-          f"ETA {eta / 60:5.1f} min  (steps {steps[0]}-{steps[-1]})", flush=True)

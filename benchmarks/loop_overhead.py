@@ -1,0 +1,150 @@
+"""The training loop's throughput against its jitted step's alone, per task.
+
+For each task's demo config (evaluation off), in one process:
+
+1. ``step``: the jitted train step alone, repeated on one batch already on the
+   devices (``training/step.py``, the loop's own builder), img/s;
+2. ``loop``: the real loop (``train_and_evaluate``) for ``--epochs`` epochs:
+   input pipeline, device prefetch, step, metric fetches, per-epoch checkpoints
+   and model directories. Its img/s is the median of the progress windows
+   after the first (``train/img_per_s`` in metrics.jsonl; the first holds the
+   compilation), and its time split comes from the loop's own summary
+   (``training/progress.py``);
+3. ``step`` again, so that machine drift hits both sides; the table shows their mean.
+
+"loop / step" is the share of the step's throughput the loop keeps; "input" the
+time the loop waited for a batch, "checkpoint" the per-epoch saves, both as a
+share of the loop's training time.
+
+    python benchmarks/loop_overhead.py                        # reid and face demos, 2 epochs
+    python benchmarks/loop_overhead.py --tasks face --epochs 3
+    python benchmarks/loop_overhead.py --quick                # smoke configs, seconds
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+CONFIGS = {"reid": "configs/reid_synthetic.py", "face": "configs/face_synthetic.py"}
+
+
+def _config(task: str, quick: bool, epochs: int):
+    from stra_jax.tools.cli import load_config
+
+    config = load_config(os.path.join(REPO, CONFIGS[task]) + (":smoke" if quick else ""))
+    config.evals = {}
+    config.train.update(epochs=epochs, frozen_epochs=0, checkpoint_every_epochs=1)
+    if quick:
+        config.train.log_every = 1
+    return config
+
+
+def step_only(config, workdir: str, steps: int) -> float:
+    """img/s of the jitted step alone on one device-resident batch."""
+    from stra_jax.models import create_model, init_variables
+    from stra_jax.sharding import host_batch_to_global, make_mesh
+    from stra_jax.tasks import make_task
+    from stra_jax.training.optim import optimizer_from_config
+    from stra_jax.training.schedules import make_schedule
+    from stra_jax.training.state import TrainState
+    from stra_jax.training.step import make_train_step
+
+    cfg = config.train
+    with contextlib.redirect_stdout(io.StringIO()):
+        task = make_task(config, os.path.join(workdir, "step"))
+        task.load()
+    mesh = make_mesh()
+    model = create_model(config.model.name, **dict(config.model.kwargs, **task.model_overrides()))
+    per_epoch = task.steps_per_epoch(cfg.batch_size)
+    schedule = make_schedule(cfg.schedule, base_lr=cfg.lr, steps_per_epoch=per_epoch,
+                             total_steps=per_epoch * cfg.epochs)
+    tx = optimizer_from_config(cfg, schedule, frozen_steps=0, frozen_mask=None)
+    with jax.set_mesh(mesh):
+        state = TrainState.create(init_variables(model, jax.random.key(0)), tx)
+        step = make_train_step(model, tx, schedule, mesh, task.loss, accum_steps=cfg.accum_steps,
+                               group_size=task.sampler.group_size, seed=config.seed)
+        batch = next(iter(task.train_batches(epoch=0, start_step=0, global_batch=cfg.batch_size,
+                                             process_index=0, process_count=1)))
+        batch = host_batch_to_global(batch, mesh)
+        state, metrics = step(state, batch)
+        jax.block_until_ready(metrics)
+        start = time.perf_counter()
+        for _ in range(steps):
+            state, metrics = step(state, batch)
+        jax.block_until_ready((state, metrics))
+        return steps * cfg.batch_size / (time.perf_counter() - start)
+
+
+def loop(config, workdir: str) -> tuple[float, dict[str, float], int]:
+    """(median window img/s after the first, the loop's time split in s, steps)."""
+    from stra_jax.training.loop import train_and_evaluate
+
+    out = os.path.join(workdir, "loop")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        train_and_evaluate(config, out)
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        rates = [r["train/img_per_s"] for r in map(json.loads, f) if "train/img_per_s" in r]
+    summary = [ln for ln in printed.getvalue().splitlines() if ln.startswith("loop time over")][-1]
+    split = {name: float(sec) for name, sec in re.findall(r"(first window|step|input|checkpoint|evaluation) "
+                                                          r"([0-9.]+) s", summary)}
+    steps = int(re.search(r"over (\d+) steps", summary).group(1))
+    return float(np.median(rates[1:] if len(rates) > 1 else rates)), split, steps
+
+
+def cpu_line() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+    except OSError:
+        return "cpu: unknown"
+    model = re.search(r"model name\s*:\s*(.*)", text)
+    flags = re.search(r"flags\s*:\s*(.*)", text)
+    isa = "AVX-512" if flags and "avx512f" in flags.group(1).split() else "AVX2" if flags and "avx2" in flags.group(1) else "?"
+    return f"{model.group(1).strip() if model else 'cpu'}, {os.cpu_count()} cores, {isa}"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", nargs="+", default=["reid", "face"], choices=sorted(CONFIGS))
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=30, help="steps of each step-only measurement")
+    parser.add_argument("--quick", action="store_true", help="the tasks' smoke configs (a check, not a figure)")
+    args = parser.parse_args(argv)
+
+    rows = []
+    for task in args.tasks:
+        config = _config(task, args.quick, args.epochs)
+        with tempfile.TemporaryDirectory() as tmp:
+            before = step_only(config, tmp, args.steps)
+            rate, split, steps = loop(config, tmp)
+            after = step_only(config, tmp, args.steps)
+        rows.append((task, config.train.batch_size, (before + after) / 2, rate, split, steps))
+
+    print(f"# loop vs step, {cpu_line()}, {jax.devices()[0].platform} x{jax.device_count()}, jax {jax.__version__}")
+    header = (f"{'task':<6}{'batch':>6}{'steps':>7}{'step img/s':>12}{'loop img/s':>12}{'loop / step':>13}"
+              f"{'input':>8}{'checkpoint':>12}{'first window s':>16}")
+    print(header)
+    print("-" * len(header))
+    for task, batch, step_rate, loop_rate, split, steps in rows:
+        train_time = split.get("step", 0.0) + split.get("input", 0.0) + split.get("checkpoint", 0.0)
+        share = {k: 100 * split.get(k, 0.0) / max(train_time, 1e-9) for k in ("input", "checkpoint")}
+        print(f"{task:<6}{batch:>6}{steps:>7}{step_rate:>12.1f}{loop_rate:>12.1f}{loop_rate / step_rate:>13.2f}"
+              f"{share['input']:>7.1f}%{share['checkpoint']:>11.1f}%{split.get('first window', 0.0):>16.1f}")
+
+
+if __name__ == "__main__":
+    main()
