@@ -6,13 +6,14 @@ For each task's demo config (evaluation off), in one process:
    devices (``training/step.py``, the loop's own builder), img/s;
 2. ``loop``: the real loop (``train_and_evaluate``) for ``--epochs`` epochs:
    input pipeline, device prefetch, step, metric fetches, per-epoch checkpoints
-   and model directories. Its img/s is the median of the progress windows
-   after the first (``train/img_per_s`` in metrics.jsonl; the first holds the
-   compilation), and its time split comes from the loop's own summary
-   (``training/progress.py``);
+   and model directories. "window img/s" is the median of its progress windows
+   (``train/img_per_s`` in metrics.jsonl: compilation and checkpoints left
+   out); "loop img/s" is every image over the loop's whole training time
+   (waits for input and per-epoch checkpoints included, compilation not), from
+   the loop's own summary (``training/progress.py``);
 3. ``step`` again, so that machine drift hits both sides; the table shows their mean.
 
-"loop / step" is the share of the step's throughput the loop keeps; "input" the
+"loop / step" (loop img/s over step img/s) is the share of the step's throughput the loop keeps; "input" the
 time the loop waited for a batch, "checkpoint" the per-epoch saves, both as a
 share of the loop's training time.
 
@@ -89,7 +90,7 @@ def step_only(config, workdir: str, steps: int) -> float:
 
 
 def loop(config, workdir: str) -> tuple[float, dict[str, float], int]:
-    """(median window img/s after the first, the loop's time split in s, steps)."""
+    """(median window img/s, the loop's time split in s, steps)."""
     from stra_jax.training.loop import train_and_evaluate
 
     out = os.path.join(workdir, "loop")
@@ -99,10 +100,10 @@ def loop(config, workdir: str) -> tuple[float, dict[str, float], int]:
     with open(os.path.join(out, "metrics.jsonl")) as f:
         rates = [r["train/img_per_s"] for r in map(json.loads, f) if "train/img_per_s" in r]
     summary = [ln for ln in printed.getvalue().splitlines() if ln.startswith("loop time over")][-1]
-    split = {name: float(sec) for name, sec in re.findall(r"(first window|step|input|checkpoint|evaluation) "
+    split = {name: float(sec) for name, sec in re.findall(r"(compilation|step|input|checkpoint|evaluation) "
                                                           r"([0-9.]+) s", summary)}
     steps = int(re.search(r"over (\d+) steps", summary).group(1))
-    return float(np.median(rates[1:] if len(rates) > 1 else rates)), split, steps
+    return float(np.median(rates)), split, steps
 
 
 def cpu_line() -> str:
@@ -135,15 +136,17 @@ def main(argv=None) -> None:
         rows.append((task, config.train.batch_size, (before + after) / 2, rate, split, steps))
 
     print(f"# loop vs step, {cpu_line()}, {jax.devices()[0].platform} x{jax.device_count()}, jax {jax.__version__}")
-    header = (f"{'task':<6}{'batch':>6}{'steps':>7}{'step img/s':>12}{'loop img/s':>12}{'loop / step':>13}"
-              f"{'input':>8}{'checkpoint':>12}{'first window s':>16}")
+    header = (f"{'task':<6}{'batch':>6}{'steps':>7}{'step img/s':>12}{'window img/s':>14}{'loop img/s':>12}"
+              f"{'loop / step':>13}{'input':>8}{'checkpoint':>12}{'compilation s':>15}")
     print(header)
     print("-" * len(header))
-    for task, batch, step_rate, loop_rate, split, steps in rows:
+    for task, batch, step_rate, window_rate, split, steps in rows:
         train_time = split.get("step", 0.0) + split.get("input", 0.0) + split.get("checkpoint", 0.0)
+        loop_rate = steps * batch / max(train_time, 1e-9)
         share = {k: 100 * split.get(k, 0.0) / max(train_time, 1e-9) for k in ("input", "checkpoint")}
-        print(f"{task:<6}{batch:>6}{steps:>7}{step_rate:>12.1f}{loop_rate:>12.1f}{loop_rate / step_rate:>13.2f}"
-              f"{share['input']:>7.1f}%{share['checkpoint']:>11.1f}%{split.get('first window', 0.0):>16.1f}")
+        print(f"{task:<6}{batch:>6}{steps:>7}{step_rate:>12.1f}{window_rate:>14.1f}{loop_rate:>12.1f}"
+              f"{loop_rate / step_rate:>13.2f}{share['input']:>7.1f}%{share['checkpoint']:>11.1f}%"
+              f"{split.get('compilation', 0.0):>15.1f}")
 
 
 if __name__ == "__main__":

@@ -114,6 +114,44 @@ def test_non_finite_loss_names_the_step():
         flush_metrics(pending, None, 8, LoopClock(batch_size=8, total_steps=10, start_step=6))
 
 
+def test_progress_rate_and_eta_leave_out_compilation_and_checkpoints(capsys):
+    """A synthetic clock: 30 s compiling, then windows of 4 steps of batch 8 at
+    1 s per step (0.5 s of it waiting for input) and a 20 s checkpoint inside
+    the second window; the rate is 8 img/s in both windows and the ETA follows
+    from it, not from the whole run's wall time."""
+    t = [100.0]
+    clock = LoopClock(batch_size=8, total_steps=20, start_step=0, now=lambda: t[0])
+
+    def feed():
+        for _ in range(8):
+            t[0] += 0.5  # input wait
+            yield None
+
+    batches = clock.batches(feed())
+    step = 0
+    for window in range(2):
+        for i in range(4):
+            next(batches)
+            if step == 0:
+                with clock.phase("compilation"):
+                    t[0] += 30.0
+            if window == 1 and i == 2:
+                with clock.phase("checkpoint"):
+                    t[0] += 20.0
+            t[0] += 0.5  # the step itself
+            step += 1
+            clock.stepped()
+        flush_metrics([(step, {"loss": np.float32(1.0), "lr": 0.1})], None, step, clock)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    for line, done in zip(lines, (4, 8)):
+        assert "8.0 img/s (input  50%)" in line, line
+        eta_min = (20 - done) * 8 / 8.0 / 60
+        assert f"ETA {eta_min:5.1f} min" in line, line
+    assert clock.summary() == ("loop time over 8 steps: compilation 30.0 s, step 4.0 s, input 4.0 s, "
+                               "checkpoint 20.0 s; input wait 50.0% of the steady-state training time")
+
+
 def test_unknown_config_key_is_named():
     proc = subprocess.run([sys.executable, "train.py", "--config", "configs/reid_synthetic.py:smoke",
                            "--workdir", "/tmp/unused", "--config.train.lrr=0.1"],

@@ -5,6 +5,7 @@ optionally k-reciprocal re-ranked.
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -112,7 +113,10 @@ def retrieval_distances(qf: ArrayLike, gf: ArrayLike, metric: Metric = "euclidea
     dtype = working_dtype(q, g)
     q, g = q.astype(dtype, copy=False), g.astype(dtype, copy=False)
     if not _rerank_from_matrices(len(q), len(g), rerank_max_bytes):
-        return re_ranking_features(q, g, metric=metric, normalize=normalize)
+        # Minutes at MSMT17 size: say why this path, and show its progress (stderr).
+        print(f"re-ranking {len(q)} queries x {len(g)} gallery items from the features in bounded memory "
+              "(the distance matrices would not fit)", file=sys.stderr, flush=True)
+        return re_ranking_features(q, g, metric=metric, normalize=normalize, progress=True)
     return re_ranking(compute_distance(q, g, metric=metric, normalize=normalize),
                       compute_distance(q, q, metric=metric, normalize=normalize),
                       compute_distance(g, g, metric=metric, normalize=normalize))

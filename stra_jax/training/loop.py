@@ -264,6 +264,7 @@ def _train(config, workdir: epath.Path, guard: SignalGuard, progress: dict[str, 
     shown = ("loss",) + tuple(task.progress_metrics)
     resume_hint = "rerun the same command to resume"
     stream = None
+    compiled: set[Any] = set()  # the jitted steps already called in this session
     try:
         if pending_eval:
             print(f"step {step}: its evaluation did not finish; running it first")
@@ -277,7 +278,14 @@ def _train(config, workdir: epath.Path, guard: SignalGuard, progress: dict[str, 
             with guard.deferred():  # signals wait for the step in flight, then save it
                 for batch in batches:
                     fn = frozen_step if step < frozen_steps else open_step
-                    state, metrics = fn(state, batch)
+                    if fn in compiled:
+                        state, metrics = fn(state, batch)
+                    else:  # the first call compiles: wait for it once, so no rate or ETA carries it
+                        with clock.phase("compilation"):
+                            state, metrics = jax.block_until_ready(fn(state, batch))
+                        compiled.add(fn)
+                        print(f"[{step + 1:>6}/{total_steps}] compiled and ran the training step in "
+                              f"{clock.last:.1f} s; the rates below leave it out", flush=True)
                     step += 1
                     clock.stepped()
                     pending.append((step, metrics))

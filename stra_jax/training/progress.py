@@ -8,13 +8,13 @@ what it does itself and takes the rest as step time:
   devices), what torchreid / fast-reid print as ``data`` time;
 * ``checkpoint``: saving the state and writing the model directory;
 * ``evaluation``: the evaluators;
-* ``first window``: from the first step to its metrics, which holds the
-  compilation of the step;
+* ``compilation``: the first call of each jitted step (the loop waits for its
+  result once, so the compilation is measured apart and printed);
 * ``step``: everything else in the training windows.
 
 The progress line's img/s and ETA come from the last window (``log_every``
-steps), not from the whole run, so they do not carry the compilation or an
-evaluation with them. ``summary()`` is printed at the end of a run and
+steps), not from the whole run, and leave out compilation, checkpoints and
+evaluations, so the first line already shows the steady rate. ``summary()`` is printed at the end of a run and
 ``train/img_per_s`` / ``train/input_wait`` go to ``metrics.jsonl`` with each
 line, which ``benchmarks/loop_overhead.py`` reads.
 """
@@ -23,12 +23,12 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import jax
 import numpy as np
 
-PHASES = ("first window", "step", "input", "checkpoint", "evaluation")
+PHASES = ("compilation", "step", "input", "checkpoint", "evaluation")
 
 
 class NonFiniteLoss(RuntimeError):
@@ -36,16 +36,21 @@ class NonFiniteLoss(RuntimeError):
 
 
 class LoopClock:
-    """Wall-time bookkeeping of one training session (one start or resume)."""
+    """Wall-time bookkeeping of one training session (one start or resume).
 
-    def __init__(self, batch_size: int, total_steps: int, start_step: int) -> None:
+    ``now`` is the clock (seconds); tests pass a synthetic one.
+    """
+
+    def __init__(self, batch_size: int, total_steps: int, start_step: int,
+                 now: Callable[[], float] = time.perf_counter) -> None:
         self.batch_size, self.total_steps = batch_size, total_steps
+        self.now = now
         self.totals = dict.fromkeys(PHASES, 0.0)
-        self.window_start = time.perf_counter()
+        self.window_start = now()
         self.window_steps = 0
-        self.window_excluded = 0.0  # checkpoint / evaluation time inside the window
+        self.window_excluded = 0.0  # compilation / checkpoint / evaluation time inside the window
         self.window_input = 0.0
-        self.first = True
+        self.last = 0.0  # the duration of the last phase() block
         self.steps = 0
         self.start_step = start_step
 
@@ -53,26 +58,28 @@ class LoopClock:
         """``iterator``'s items, timing the wait for each as ``input``."""
         it = iter(iterator)
         while True:
-            start = time.perf_counter()
+            start = self.now()
             try:
                 item = next(it)
             except StopIteration:
                 return
-            waited = time.perf_counter() - start
-            self.window_input += waited
+            self.window_input += self.now() - start
             yield item
 
     @contextlib.contextmanager
     def phase(self, name: str):
-        """Time a block of the loop as ``checkpoint`` or ``evaluation``; it does not
-        count towards the window's throughput."""
-        start = time.perf_counter()
+        """Time a block of the loop as ``compilation``, ``checkpoint`` or
+        ``evaluation`` (``PHASES``); it does not count towards the window's
+        throughput. Its duration is ``last`` afterwards."""
+        if name not in PHASES[:1] + PHASES[3:]:
+            raise ValueError(f"loop phase {name!r}: expected one of compilation, checkpoint, evaluation")
+        start = self.now()
         try:
             yield
         finally:
-            took = time.perf_counter() - start
-            self.totals[name] += took
-            self.window_excluded += took
+            self.last = self.now() - start
+            self.totals[name] += self.last
+            self.window_excluded += self.last
 
     def stepped(self) -> None:
         self.window_steps += 1
@@ -82,15 +89,10 @@ class LoopClock:
         """End the current window (the loop has just fetched its metrics): returns
         (img/s over the window's training time, fraction of it spent waiting for
         input)."""
-        now = time.perf_counter()
+        now = self.now()
         train_time = max(now - self.window_start - self.window_excluded, 1e-9)
-        if self.first:
-            self.totals["first window"] += train_time
-            self.totals["input"] += self.window_input
-            self.first = False
-        else:
-            self.totals["step"] += train_time - self.window_input
-            self.totals["input"] += self.window_input
+        self.totals["step"] += train_time - self.window_input
+        self.totals["input"] += self.window_input
         rate = self.window_steps * self.batch_size / train_time
         wait = self.window_input / train_time
         self.window_start, self.window_steps, self.window_excluded, self.window_input = now, 0, 0.0, 0.0
