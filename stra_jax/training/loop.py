@@ -317,6 +317,8 @@ def _train(config, workdir: epath.Path, guard: SignalGuard, progress: dict[str, 
     finally:
         if stream is not None:
             stream.close()  # stops the prefetch thread
+        with clock.phase("checkpoint"):
+            checkpoint.finish(manager)  # on every exit: no checkpoint is left half-written
         writer.close()
     if clock.steps:
         print(clock.summary(), flush=True)
