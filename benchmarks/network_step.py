@@ -4,7 +4,8 @@ Both at last stride 1 with the authors' head (GAP -> 1x1 conv 2048->512 -> BN ->
 classifier, 751 ids). The only difference between the two networks is the last
 stage's 3x3 convs, which StRA replaces; the train ratio's floor is therefore 1
 minus the share of those convs in the ResNet step (about 9% on this project's CPU,
-so about 0.91).
+so about 0.91). ``--floor`` measures that floor: it adds a ResNet-50 whose
+last-stage 3x3 convs are the identity (the cost of a free replacement).
 
 ``--mode train`` (default): jitted forward + backward (CE + 0.1 x L_d) + Adam
 update, state donated, as ``training/step.py`` runs it (batch 8). ``--mode eval``:
@@ -76,6 +77,11 @@ def cpu_line() -> str:
     return f"{model}, {len(os.sched_getaffinity(0))} cores, avx512f {'yes' if 'avx512f' in flags else 'no'}"
 
 
+def network_of(name: str) -> str:
+    """Which network a row is (pairs JAX rows with PyTorch ones; the floor has no pair)."""
+    return "stra_resnet50" if "stra" in name else "floor" if "identity" in name else "resnet50"
+
+
 def jax_train_runner(name: str, model: Any, images: jax.Array, labels: jax.Array) -> Runner:
     """The jitted, donated train step of ``model``, compiled and run once."""
     variables = init_variables(model, jax.random.key(0))
@@ -103,7 +109,7 @@ def jax_train_runner(name: str, model: Any, images: jax.Array, labels: jax.Array
         jax.block_until_ready(state[0])
 
     call()  # warm-up
-    return Runner(name, "stra_resnet50" if "stra" in name else "resnet50", call, compile_s)
+    return Runner(name, network_of(name), call, compile_s)
 
 
 def jax_eval_runner(name: str, model: Any, images: jax.Array) -> Runner:
@@ -119,7 +125,7 @@ def jax_eval_runner(name: str, model: Any, images: jax.Array) -> Runner:
         jax.block_until_ready(compiled(variables, images))
 
     call()
-    return Runner(name, "stra_resnet50" if "stra" in name else "resnet50", call, compile_s)
+    return Runner(name, network_of(name), call, compile_s)
 
 
 def torch_runners(mode: str, dtype: str, batch: int, height: int, width: int) -> tuple[list[Runner], str]:
@@ -212,6 +218,29 @@ def median_ratio(a: Runner, b: Runner) -> float:
     return float(np.median(np.array(a.times) / np.array(b.times)))
 
 
+def floor_model(model: Any) -> Any:
+    """``model`` (a ResNet) with its last stage's 3x3 convs replaced by the identity:
+    what the network costs if the replacement of those convs were free."""
+    from stra_jax.models.resnet import Bottleneck
+
+    class IdentitySpatial(Bottleneck):
+        def spatial(self, x, *, train):
+            return x
+
+    base = type(model)
+
+    class Floor(base):
+        def make_block(self, stage, index, planes, strides):
+            if stage != 3:
+                return base.make_block(self, stage, index, planes, strides)
+            return IdentitySpatial(planes, strides=strides, downsample=index == 0, name=f"layer4_{index}",
+                                   dtype=self.dtype, param_dtype=self.param_dtype)
+
+    fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(model)
+              if f.init and f.name not in ("parent", "name")}
+    return Floor(**fields)
+
+
 def table(args, mode: str, dtype: str) -> list[dict[str, Any]]:
     """Compile, run the rounds and print one table; returns its rows."""
     batch = args.batch or DEFAULT_BATCH[mode]
@@ -223,6 +252,8 @@ def table(args, mode: str, dtype: str) -> list[dict[str, Any]]:
         models.append((f"stra_resnet50 {impl}/{args.grouped_conv}",
                        create_model("stra_resnet50", num_classes=NUM_CLASSES, attention_implementation=impl,
                                     attention_grouped_conv=args.grouped_conv, dtype=dtype)))
+    if args.floor:
+        models.append(("resnet50, last-stage 3x3 = identity", floor_model(models[0][1])))
     runners = [jax_train_runner(name, model, images, labels) if mode == "train" else
                jax_eval_runner(name, model, images) for name, model in models]
     torch_by_net, torch_where = {}, ""
@@ -261,7 +292,7 @@ def table(args, mode: str, dtype: str) -> list[dict[str, Any]]:
         print(line)
         rows.append(row)
     if torch_by_net:
-        stra = [r["jax_over_torch"] for r in rows[1:]]
+        stra = [r["jax_over_torch"] for r in rows[1:] if "jax_over_torch" in r]
         verdict = "no higher" if min(stra) <= rows[0]["jax_over_torch"] else "higher"
         print(f"JAX/torch: stra_resnet50 {min(stra):.2f} (best formulation) vs resnet50 "
               f"{rows[0]['jax_over_torch']:.2f}: {verdict} for StRA")
@@ -282,6 +313,8 @@ def main(argv=None) -> None:
                         choices=["auto", "fused", "shift", "patches"])
     parser.add_argument("--grouped-conv", default="auto", choices=["auto", "einsum", "conv"])
     parser.add_argument("--torch", action="store_true", help="also time the authors' PyTorch networks")
+    parser.add_argument("--floor", action="store_true",
+                        help="also time ResNet-50 with its last-stage 3x3 convs removed (the ratio's floor)")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
     for name in ("batch", "iters", "rounds", "height", "width"):

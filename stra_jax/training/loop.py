@@ -12,7 +12,7 @@ Workdir layout::
     config.json            the resolved config
     run.json               the record: config, seed, versions, devices, commit per session, final metrics
     checkpoints/<step>/    orbax TrainState + meta (latest N and the best)
-    model_last/            evaluable model directory of the last epoch's state
+    model_last/            evaluable model directory of the last evaluated state (or the final one)
     model_best/            ... of the best state by ``train.best_metric``
     metrics.jsonl, tensorboard/, final_metrics.json
 """
@@ -311,7 +311,8 @@ def _train(config, workdir: epath.Path, guard: SignalGuard, progress: dict[str, 
                 final = evaluate_and_save(step)
             elif epoch_done % cfg.checkpoint_every_epochs == 0 or step == total_steps:
                 save(step)
-                save_model_dir(run_info(step))
+                if step == total_steps:  # model_last: evaluated states and the final one (it costs a
+                    save_model_dir(run_info(step))  # synchronous write; the checkpoint resumes)
         if not final and evaluators:  # resumed a finished run: evaluate its final state once more
             final = run_evaluators(evaluators, model, state.variables, mesh)
     finally:
