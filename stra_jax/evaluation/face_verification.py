@@ -23,7 +23,7 @@ import numpy as np
 
 from stra_jax.evaluation.evaluators import Evaluator, check_settings
 from stra_jax.evaluation.face import evaluate
-from stra_jax.evaluation.features import forward_with_flip
+from stra_jax.evaluation.features import jitted_forward
 from stra_jax.sharding import batch_sharding, check_batch_divisible, gather_to_host, make_mesh, replicated
 from stra_jax.utils import as_path
 
@@ -54,16 +54,10 @@ def embed_images(model: Any, variables: dict[str, Any], batches, *, count: int, 
     from global NumPy batches (every host holds each whole batch), with the
     batch sharded over ``mesh``."""
     in_sharding = batch_sharding(mesh)
-
-    @jax.jit
-    def forward(v, images):
-        out, mirrored = forward_with_flip(model, v, images, output="embedding", flip=flip)
-        return out, out if mirrored is None else mirrored  # without flip the second is ignored
-
     plain, mirrored = [], []
     for batch in batches:
         images = jax.make_array_from_callback(batch.shape, in_sharding, lambda index, b=batch: b[index])
-        out, out_flipped = gather_to_host(forward(variables, images))
+        out, out_flipped = gather_to_host(jitted_forward(model, variables, images, output="embedding", flip=flip))
         plain.append(out)
         mirrored.append(out_flipped)
     plain_all = np.concatenate(plain)[:count].astype(np.float32)

@@ -3,6 +3,7 @@
 image files), and the flip (mirror image) forward pass every evaluator shares."""
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import jax
@@ -42,6 +43,21 @@ def gather_host_rows(local: np.ndarray, mesh: jax.sharding.Mesh) -> np.ndarray:
     return np.swapaxes(every, 0, 1).reshape(-1, *local.shape[2:])
 
 
+@functools.partial(jax.jit, static_argnums=0, static_argnames=("output", "flip"))
+def jitted_forward(model: Any, variables: dict[str, Any], images: jax.Array, *, output: str = "embedding",
+                   flip: bool = False) -> tuple[jax.Array, jax.Array]:
+    """The jitted evaluation forward pass: ``(output of images, output of their
+    mirror images)`` (B, D) each; without ``flip`` the second is the first.
+
+    Jitted once at module level with the model static (Linen modules compare by
+    their fields), so all evaluations of a run, and the query and gallery (or
+    every pair set's) passes, share one compilation instead of compiling per
+    call.
+    """
+    out, mirrored = forward_with_flip(model, variables, images, output=output, flip=flip)
+    return out, out if mirrored is None else mirrored
+
+
 def forward_batches(model: Any, variables: dict[str, Any], batches: Iterable[Mapping[str, np.ndarray]], *,
                     output: str = "embedding", flip: bool = False, mesh: jax.sharding.Mesh | None = None,
                     batch_size: int) -> np.ndarray:
@@ -64,18 +80,15 @@ def forward_batches(model: Any, variables: dict[str, Any], batches: Iterable[Map
     _, hosts = mesh_processes(mesh)
     local = batch_size // hosts
 
-    @jax.jit
-    def forward(v, images):
-        feats, mirrored = forward_with_flip(model, v, images, output=output, flip=flip)
-        return feats if mirrored is None else (feats + mirrored) / 2
-
     chunks = []
     for batch in batches:
         images = np.asarray(batch["images"])
         if images.shape[0] != local:
             raise ValueError(f"forward_batches: a host batch of {images.shape[0]} images; expected "
                              f"batch_size={batch_size} / {hosts} processes = {local}")
-        feats = forward(variables, jax.make_array_from_process_local_data(in_sharding, images))
+        out, mirrored = jitted_forward(model, variables, jax.make_array_from_process_local_data(in_sharding, images),
+                                       output=output, flip=flip)
+        feats = (out + mirrored) / 2 if flip else out
         chunks.append(np.asarray(multihost_utils.process_allgather(feats, tiled=True)) if hosts > 1
                       else np.asarray(feats))
     if not chunks:
