@@ -47,6 +47,18 @@ class Conv3x3(nn.Module):
         return nn.Conv(self.features, (3, 3), padding=1, use_bias=False, dtype=self.dtype)(x)
 
 
+def median_seconds(call, iters: int) -> float:
+    """Median wall time of ``call()`` (a jitted computation; waited for) over
+    ``iters`` runs, after one warm-up run."""
+    jax.block_until_ready(call())
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        jax.block_until_ready(call())
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
 def measure(module, x, iters):
     variables = module.init(jax.random.key(0), x, train=False)
     params, stats = variables["params"], variables.get("batch_stats", {})
@@ -67,29 +79,18 @@ def measure(module, x, iters):
     flops = (cost or {}).get("flops", float("nan"))
     traffic = (cost or {}).get("bytes accessed", float("nan"))
 
-    jax.block_until_ready(compiled(params, x))  # warm-up
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        jax.block_until_ready(compiled(params, x))
-        times.append(time.perf_counter() - start)
+    seconds = median_seconds(lambda: compiled(params, x), iters)
     n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
     param_bytes = sum(p.nbytes for p in jax.tree.leaves(params))
     floor = 4 * x.nbytes + 2 * param_bytes  # x, y, dy, dx; params and their gradients
-    return float(np.median(times)), peak, flops, n_params, traffic, floor
+    return seconds, peak, flops, n_params, traffic, floor
 
 
 def copy_bandwidth() -> float:
     """Bytes/s of a jitted read+write of 256 MiB (this machine's streaming rate)."""
     x = jnp.ones((64 * 2**20,), jnp.float32)
     double = jax.jit(lambda a: a * 2.0).lower(x).compile()
-    jax.block_until_ready(double(x))
-    times = []
-    for _ in range(5):
-        start = time.perf_counter()
-        jax.block_until_ready(double(x))
-        times.append(time.perf_counter() - start)
-    return 2 * x.nbytes / float(np.median(times))
+    return 2 * x.nbytes / median_seconds(lambda: double(x), 5)
 
 
 def torch_rows(args) -> list[tuple[str, int, float]]:

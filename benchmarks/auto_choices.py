@@ -26,7 +26,6 @@ import dataclasses
 import importlib
 import os
 import sys
-import time
 from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -53,13 +52,7 @@ def eval_forward_seconds(module: nn.Module, x: jax.Array, iters: int) -> float:
     """Median s of the jitted forward pass in eval mode (running BN statistics)."""
     variables = module.init(jax.random.key(0), x, train=False)
     forward = jax.jit(lambda v, inp: module.apply(v, inp, train=False)).lower(variables, x).compile()
-    jax.block_until_ready(forward(variables, x))  # warm-up
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        jax.block_until_ready(forward(variables, x))
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return attention.median_seconds(lambda: forward(variables, x), iters)
 
 
 @dataclasses.dataclass(frozen=True)
