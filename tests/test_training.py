@@ -108,10 +108,10 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path):
         checkpoint.restore_latest(manager, abstract, dict(meta, arch="resnet50"))
 
 
-def test_async_save_keeps_the_state_of_its_step_while_training_goes_on(tmp_path):
-    """A save returns before its files are written; the jitted step then donates
-    and overwrites the state's buffers. The checkpoint must hold the values of
-    the step it was saved at."""
+def test_a_save_keeps_the_state_of_its_step_while_training_goes_on(tmp_path):
+    """After a save the jitted step donates and overwrites the state's buffers
+    (with asynchronous saving, before the files are written). The checkpoint
+    must hold the values of the step it was saved at."""
     tx = make_optimizer("sgd", step_decay_schedule(0.1, 1, decay_every_epochs=1, gamma=1.0), weight_decay=0.0)
     state = TrainState.create({"params": {"w": jnp.arange(200_000, dtype=jnp.float32)}, "batch_stats": {}}, tx)
     manager = checkpoint.make_manager(tmp_path)
@@ -284,5 +284,5 @@ def test_manager_keeps_the_last_n_and_the_best_by_map(tmp_path):
     for step, m_ap in zip(range(1, 6), (0.5, 0.9, 0.3, 0.4, 0.2)):
         state = state.replace(step=jnp.asarray(step, jnp.int32))
         checkpoint.save(manager, state, {"arch": "x", "model_kwargs": {}}, metrics={"mAP": m_ap})
-    checkpoint.finish(manager)  # saves are asynchronous
+    checkpoint.finish(manager)  # saves may be asynchronous
     assert sorted(manager.all_steps()) == [2, 4, 5]  # the best (mAP 0.9) and the last two
