@@ -39,6 +39,8 @@ sys.path.insert(0, REPO)
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks.network_step import cpu_line  # noqa: E402
+
 CONFIGS = {"reid": "configs/reid_synthetic.py", "face": "configs/face_synthetic.py"}
 
 
@@ -104,18 +106,6 @@ def loop(config, workdir: str) -> tuple[float, dict[str, float], int]:
                                                           r"([0-9.]+) s", summary)}
     steps = int(re.search(r"over (\d+) steps", summary).group(1))
     return float(np.median(rates)), split, steps
-
-
-def cpu_line() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            text = f.read()
-    except OSError:
-        return "cpu: unknown"
-    model = re.search(r"model name\s*:\s*(.*)", text)
-    flags = re.search(r"flags\s*:\s*(.*)", text)
-    isa = "AVX-512" if flags and "avx512f" in flags.group(1).split() else "AVX2" if flags and "avx2" in flags.group(1) else "?"
-    return f"{model.group(1).strip() if model else 'cpu'}, {os.cpu_count()} cores, {isa}"
 
 
 def main(argv=None) -> None:
