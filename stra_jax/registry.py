@@ -26,8 +26,14 @@ from typing import Any, Callable, Generic, Iterator, TypeVar, overload
 T = TypeVar("T")
 
 
-class UnknownNameError(ValueError):
-    """A name that is not in a registry (a ``ValueError``: bad configuration)."""
+class ConfigError(ValueError):
+    """A config value that cannot work (a ``ValueError``): the command-line tools
+    exit with status 2 for it, as for a bad flag; errors of the data or the
+    files it names exit with 1."""
+
+
+class UnknownNameError(ConfigError):
+    """A name that is not in a registry (a :class:`ConfigError`: bad configuration)."""
 
 
 class Registry(Generic[T]):

@@ -47,7 +47,7 @@ def parse_size(text: str, flag: str = "--image-size") -> tuple[int, int]:
             return height, width
     except ValueError:
         pass
-    raise SizeError(f"{flag} {text}: expected H,W with positive integers, e.g. 256,128")
+    raise SizeError(f"{flag} {text}: expected H,W or HxW with positive integers, e.g. 256,128")
 
 
 def _staging_name(path: epath.Path, kind: str) -> epath.Path:

@@ -141,3 +141,17 @@ def test_custom_config_variants():
     assert config.input.image_size == (64, 32)
     with pytest.raises(ValueError, match="unknown config variant"):
         get_config("parquet")
+
+
+def test_queries_without_a_gallery_match_are_counted_in_a_warning(market, tmp_path):
+    """A query identity whose gallery images are gone: the dataset's summary (printed
+    when a run or eval.py loads it) warns with the count the evaluation leaves out."""
+    root = _as_folders(market, tmp_path / "folders")
+    assert "warning" not in read_dataset("folder", root).summary()
+    gone = next(g for g in sorted((root / "gallery").iterdir()) if (root / "query" / g.name).is_dir())
+    queries = len(list((root / "query" / gone.name).iterdir()))
+    shutil.rmtree(gone)
+    dataset = read_dataset("folder", root)
+    assert f"warning: {queries} of {len(dataset.query)} query images have no gallery image of their identity" \
+        in dataset.summary()
+    assert _metrics(dataset).num_valid_queries == len(dataset.query) - queries

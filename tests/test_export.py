@@ -172,7 +172,7 @@ def test_cli_bad_input_fails_in_one_line_and_writes_nothing(case, saved, tmp_pat
         assert "--format" in line and "'onnx'" in line and "savedmodel" in line and "stablehlo" in line
     elif case == "image_size":
         assert result.returncode == 1
-        assert line == "error: --image-size 32by16: expected H,W with positive integers, e.g. 256,128"
+        assert line == "error: --image-size 32by16: expected H,W or HxW with positive integers, e.g. 256,128"
     else:
         assert result.returncode == 1 and line.startswith("error: --platforms cpu,gpu9: expected")
     assert not out.exists() and not out.parent.exists()

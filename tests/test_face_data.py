@@ -154,10 +154,12 @@ def test_pack_faces_tool(tmp_path):
         (root / who).mkdir(parents=True)
         for i in range(count):
             (root / who / f"{i}.jpg").write_bytes(_jpeg(len(who) * 10 + i))
+    (root / "alice" / "notes.txt").write_text("not a face")
     out = tmp_path / "packed" / "train.rec"
     proc = subprocess.run([sys.executable, "-m", "stra_jax.tools.pack_faces", str(root), str(out)],
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
+    assert f"skipped, not images (.jpg, .jpeg, .png, .bmp): 1 files: {root / 'alice' / 'notes.txt'}" in proc.stdout
     assert read_face_recordio(out) == [(1, 0), (2, 0), (3, 0), (4, 1), (5, 1)]  # alice = 0, bob = 1
     with RecordIOReader(out) as reader:
         assert reader.read(4)[1] == (root / "bob" / "0.jpg").read_bytes()  # stored as is

@@ -244,7 +244,7 @@ def test_corrupt_train_and_gallery_images_stop_the_run_before_training(smoke_dat
     proc = _train(tmp_path / "run", f"--config.dataset.root={smoke_data.root}")
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"error: {bad_train}: corrupt or unreadable image") and "and 1 more" in last, last
+    assert last.startswith(f"error: {bad_train}: corrupt or unreadable image") and f"also {bad_gallery} (" in last, last
     assert not (tmp_path / "run").exists()  # nothing created
 
 
@@ -283,6 +283,25 @@ def test_a_file_broken_after_the_check_is_named_mid_run(smoke_data):
         list(numpy_batches(ds, [r.path for r in records]))
 
 
+def test_many_corrupt_images_are_all_listed(tmp_path):
+    """Five are named in the message; the rest are counted and every one is in a listing."""
+    from stra_jax.data.image_check import check_images
+    from stra_jax.data.reid.common import Record
+
+    paths = [tmp_path / f"{i}.jpg" for i in range(7)]
+    for p in paths:
+        p.write_bytes(b"not an image")
+    with pytest.raises(ValueError) as err:
+        check_images([Record(str(p), 0, 0) for p in paths])
+    message = str(err.value)
+    assert message.startswith(f"{paths[0]}: corrupt or unreadable image (")
+    assert all(f"{p} (" in message for p in paths[1:5]) and str(paths[5]) not in message
+    listing = Path(message.split("are listed in ")[1].split(";")[0])
+    assert "and 2 more: all 7 are listed in" in message and "fix or remove them" in message
+    assert [line.split("\t")[0] for line in listing.read_text().splitlines()] == [str(p) for p in paths]
+    listing.unlink()
+
+
 def test_malformed_market_file_name_is_named(tmp_path):
     from stra_jax.data.reid import read_market1501
 
@@ -302,10 +321,14 @@ def test_malformed_market_file_name_is_named(tmp_path):
     (["--config.train.batch_size=0"], "train.batch_size=0: expected an integer >= 1"),
     (["--config.model.kwargs.atention_implementation=shift"],
      "stra_resnet50 has no option 'atention_implementation'. Did you mean \"attention_implementation\"?"),
+    (["--config.train.log_every=0"], "train.log_every=0: expected an integer >= 1"),
+    (["--config.train.schedule.name=cosne"], "cosne"),
 ])
 def test_train_cli_mistakes_get_one_line(tmp_path, args, message):
+    """Every config mistake, caught by the flag parser or by the run's checks,
+    exits with status 2 (a data or file problem exits with 1)."""
     proc = _train(tmp_path / "run", *args)
-    assert proc.returncode != 0
+    assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
     assert message in lines[-1] and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert not (tmp_path / "run").exists()

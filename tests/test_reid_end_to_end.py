@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -60,14 +61,36 @@ def test_eval_cli_on_synthetic_and_extract_tool(synthetic, tiny_model_dir, tmp_p
                          capture_output=True, text=True, cwd=REPO)
     assert bad.returncode != 0 and "model.json" in bad.stderr
 
-    feats = tmp_path / "feats.npy"
-    query_dir = f"{ds.root}/query"
-    tool = subprocess.run([sys.executable, "-m", "stra_jax.tools.extract_features", "--checkpoint",
-                           str(tiny_model_dir), "--images", query_dir, "--out", str(feats),
-                           "--image-size", "64x32", "--batch-size", "8"], capture_output=True, text=True, cwd=REPO)
+
+
+def _extract(checkpoint, images, out, *extra):
+    tool = subprocess.run([sys.executable, "-m", "stra_jax.tools.extract_features", "--checkpoint", str(checkpoint),
+                           "--images", str(images), "--out", str(out), "--batch-size", "8", *extra],
+                          capture_output=True, text=True, cwd=REPO)
     assert tool.returncode == 0, tool.stderr[-3000:]
-    names = feats.with_suffix(".txt").read_text().splitlines()
-    assert np.load(feats).shape == (len(names), 512) and len(names) == len(ds.query)
+    return np.load(out), out.with_suffix(".txt").read_text().splitlines(), tool.stdout
+
+
+def test_extract_tool_uses_the_runs_image_size(synthetic, tmp_path):
+    """A model trained at 64x32 (recorded in model.json) is fed 64x32 images
+    without being told; 256x128 gives other features."""
+    _, ds = synthetic
+    kwargs = dict(width=8, stage_sizes=(1, 1, 1, 1))
+    model = create_model("stra_resnet50", **kwargs)
+    run = tmp_path / "model"
+    save_model(run, "stra_resnet50", kwargs, init_variables(model, jax.random.key(1)),
+               info={"config": {"task": "reid", "input": {"image_size": [64, 32]}}})
+    images = tmp_path / "images"
+    images.mkdir()
+    for r in ds.query[:10]:  # 10 images at batch 8: a padded last batch
+        (images / Path(r.path).name).write_bytes(Path(r.path).read_bytes())
+    own, names, printed = _extract(run, images, tmp_path / "own.npy")
+    assert "10 images at 64x32 (input.image_size of" in printed and "reid preprocessing" in printed
+    given, given_names, _ = _extract(run, images, tmp_path / "given.npy", "--image-size", "64,32")
+    other, _, _ = _extract(run, images, tmp_path / "other.npy", "--image-size", "256x128")
+    assert own.shape == (10, 512) and names == given_names and len(set(names)) == 10
+    np.testing.assert_array_equal(own, given)
+    assert np.abs(own - other).max() > 1e-3
 
 
 def test_sharded_extraction_matches_single_device(synthetic):

@@ -94,6 +94,36 @@ def test_tfds_and_folder_give_the_same_metrics(synthetic, tmp_path):
     assert len(written) == 3 and json.loads(written[-1].read_text())["queries"][0]["path"].startswith("query/")
 
 
+def test_a_build_of_another_synthetic_spec_is_refused_and_nothing_generated(synthetic, tmp_path):
+    """config.dataset.data_dir holding the smoke set: the smoke config uses it
+    (generating nothing in its workdir); the full config is refused, naming the
+    differing spec fields; a build without a recorded spec is refused too."""
+    from configs import reid_synthetic
+    from stra_jax.tasks import make_task
+    from stra_jax.registry import ConfigError
+
+    _, _, data_dir = synthetic
+
+    def task(variant, workdir):
+        config = reid_synthetic.get_config(variant)
+        config.dataset.update(source="tfds", data_dir=str(data_dir))
+        return make_task(config, workdir)
+
+    assert "read from TFDS" in task("smoke", tmp_path / "smoke").load()
+    assert not (tmp_path / "smoke").exists()
+    with pytest.raises(ConfigError, match=r"built from another synthetic_reid spec than this config's "
+                                          r"config.dataset.synthetic \(.*num_ids: 12 built vs 40 requested"):
+        task(None, tmp_path / "full").load()
+    assert not (tmp_path / "full").exists()
+    recorded = Path(tfds.builder("synthetic_reid", data_dir=str(data_dir)).data_dir) / "generated_spec.json"
+    recorded.rename(recorded.with_suffix(".moved"))
+    try:
+        with pytest.raises(ConfigError, match="records no generator spec"):
+            task("smoke", tmp_path / "smoke").load()
+    finally:
+        recorded.with_suffix(".moved").rename(recorded)
+
+
 @pytest.mark.parametrize("name, config_name, make, reader", [
     ("market1501", "market1501", lambda root: _market(root), "market1501"),
     ("dukemtmc_reid", "dukemtmcreid", lambda root: _market(root, cams=8), "dukemtmcreid"),
@@ -124,7 +154,19 @@ def test_bad_manual_dir_names_path_and_layout_and_leaves_nothing(tmp_path, capsy
     assert build_tfds.main(["market1501", "--manual_dir", str(root), "--data_dir", str(data)]) == 1
     assert "0003_c1s1_000001_00.jpg" in capsys.readouterr().err and not (data / "market1501").exists()
     assert build_tfds.main(["market", "--manual_dir", str(root)]) == 1
-    assert "unknown dataset 'market'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "unknown dataset 'market'" in err and "face_recordio/ms1m" in err and "synthetic_faces" in err
+    # A mistyped --manual_dir of the synthetic set is an error, not a newly generated set.
+    for name in ("synthetic_reid", "synthetic_faces"):
+        assert build_tfds.main([name, "--manual_dir", str(tmp_path / "synthetc"), "--data_dir", str(data)]) == 1
+        line = capsys.readouterr().err.strip()
+        assert line == (f"error: --manual_dir {tmp_path / 'synthetc'}: no such folder; give the folder the {name} "
+                        "set was generated into, or add --generate to generate it there"), line
+    assert not (tmp_path / "synthetc").exists() and not (data / "synthetic_reid").exists()
+    with pytest.raises(SystemExit):
+        build_tfds.main(["--help"])
+    shown = capsys.readouterr().out
+    assert all(n in shown for n in ("market1501", "cuhk03_np/labeled", "face_verification/ms1m", "synthetic_faces"))
     with pytest.raises(FileNotFoundError, match="build_tfds market1501 --manual_dir"):
         load_reid_tfds("market1501", data)
     with pytest.raises(ValueError, match="has no TFDS builder"):
@@ -144,7 +186,8 @@ def test_train_with_tfds_source_then_eval_with_folder_source(tmp_path):
     logged = json.loads((workdir / "final_metrics.json").read_text())
     out = tmp_path / "eval.json"
     ev = subprocess.run([sys.executable, "eval.py", "--config", "configs/reid_synthetic.py:smoke", "--checkpoint",
-                         str(workdir), "--output", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
+                         str(workdir), "--output", str(out), "--override_config"],  # the run's source was tfds
+                        cwd=REPO, capture_output=True, text=True, timeout=600)
     assert ev.returncode == 0, ev.stderr[-3000:]
     assert "differs from what training logged" not in ev.stdout
     evaluated = scalars(json.loads(out.read_text())["metrics"])

@@ -216,11 +216,22 @@ def test_killed_run_resumes_exactly(tmp_path, monkeypatch):
     assert rec["sessions"][0]["device_count"] == jax.device_count() and rec["sessions"][0]["process_count"] == 1
     assert f"{100 * final['reid/mAP']:.1f} |" in report.report([str(tmp_path / "straight")])[0]
 
-    # eval.py on the workdir finds model_best and WORKDIR/data and gives the numbers the run logged.
-    evaluated = subprocess.run([sys.executable, "eval.py", "--config", "configs/reid_synthetic.py:smoke",
-                                "--checkpoint", str(tmp_path / "straight")], capture_output=True, text=True, cwd=REPO)
+    # eval.py on the workdir alone: its config.json, model_best and WORKDIR/data give the numbers the run logged.
+    evaluated = subprocess.run([sys.executable, "eval.py", "--checkpoint", str(tmp_path / "straight")],
+                               capture_output=True, text=True, cwd=REPO)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert "differs" not in evaluated.stdout and "(step 8)" in evaluated.stdout
+    assert f"config: {tmp_path / 'straight' / 'config.json'}" in evaluated.stdout
+    # The full config (not :smoke) disagrees with the run: refused naming the keys, nothing written.
+    refused = subprocess.run([sys.executable, "eval.py", "--config", "configs/reid_synthetic.py", "--checkpoint",
+                              str(tmp_path / "straight"), "--output", str(tmp_path / "refused.json")],
+                             capture_output=True, text=True, cwd=REPO)
+    line = refused.stderr.strip().splitlines()[-1]
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
+    assert line.startswith("error: --config differs from the run's config") and "--override_config" in line, line
+    for key in ("input.image_size: [128, 64] vs [64, 32]", "model.kwargs.width: 16 vs 8", "dataset.synthetic.num_ids"):
+        assert key in line, (key, line)
+    assert not (tmp_path / "refused.json").exists()
     metrics = json.loads((tmp_path / "straight" / "model_best" / "eval_synthetic.json").read_text())["metrics"]
     for key in ("reid/mAP", "reid/mINP", "reid/rank1", "reid/rank5", "reid/cmc"):
         assert metrics[key] == final[key], key
@@ -236,6 +247,13 @@ def test_killed_run_resumes_exactly(tmp_path, monkeypatch):
     proc.wait()
     steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
     assert steps and steps[-1] < 8, steps
+    # Killed before its first evaluation (at step 8): eval.py says how to resume instead of "no model.json".
+    early = subprocess.run([sys.executable, "eval.py", "--checkpoint", str(workdir)], capture_output=True, text=True,
+                           cwd=REPO)
+    line = early.stderr.strip().splitlines()[-1]
+    assert early.returncode == 1 and "stopped before its first evaluation" in line, early.stderr[-2000:]
+    assert f"rerun its training command to resume it: python train.py --config configs/reid_synthetic.py:smoke " \
+           f"--workdir {workdir}" in line, line
     resumed = subprocess.run(_train_cmd(workdir, *common), capture_output=True, text=True, cwd=REPO)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from step {steps[-1]}" in resumed.stdout

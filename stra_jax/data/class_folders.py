@@ -19,8 +19,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 def read_class_folders(root: str | os.PathLike, *, kind: str = "class",
-                       classes: Sequence[str] | None = None) -> tuple[list[tuple[str, int]], list[str], int]:
-    """``([(image path, label)], class names, files skipped as not images)`` of ``root``.
+                       classes: Sequence[str] | None = None) -> tuple[list[tuple[str, int]], list[str], list[str]]:
+    """``([(image path, label)], class names, the files skipped as not images)`` of ``root``.
 
     ``kind`` names a class in messages ("identity" for faces). ``classes``: the
     class names of another split (e.g. the training split) to label this one
@@ -39,11 +39,12 @@ def read_class_folders(root: str | os.PathLike, *, kind: str = "class",
     if unknown:
         raise ValueError(f"{root / unknown[0]}: {kind} {unknown[0]!r} is not among the {len(labels)} {kind} "
                          f"folders of the training split ({len(unknown)} such folder(s))")
-    items, skipped = [], 0
+    items: list[tuple[str, int]] = []
+    skipped: list[str] = []
     for name in names:
         files = sorted(p for p in (root / name).iterdir() if p.is_file())
         images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
-        skipped += len(files) - len(images)
+        skipped += [str(p) for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
         if not images:
             raise ValueError(f"{root / name}: {kind} folder without images ({', '.join(IMAGE_SUFFIXES)})")
         items += [(str(p), labels[name]) for p in images]

@@ -83,6 +83,13 @@ class GeneratedSpec:
         return {"format": self.FORMAT, **dataclasses.asdict(self)}  # type: ignore[call-overload]
 
 
+def spec_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> str:
+    """``"field: stored on disk vs wanted requested, ..."`` for the fields where
+    two ``spec.json`` contents differ ("" when they agree)."""
+    diff = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
+    return ", ".join(f"{k}: {stored.get(k)!r} on disk vs {wanted.get(k)!r} requested" for k in diff)
+
+
 def check_existing(root: Path, spec: GeneratedSpec, what: str, files: Collection[str] | None = None) -> None:
     """Raise ValueError unless ``root`` holds the set generated from ``spec``
     (``what``: the set's kind for messages; ``files``: the exact file names
@@ -92,10 +99,8 @@ def check_existing(root: Path, spec: GeneratedSpec, what: str, files: Collection
         found = sorted(p.name for p in root.iterdir())[:8] if root.is_dir() else "a file"
         raise ValueError(f"{root}: exists but is not a {what} (no {SPEC_FILE}; found {found}); "
                          "choose another directory or remove it")
-    stored, wanted = json.loads(path.read_text()), spec.to_json()
-    diff = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
-    if diff:
-        details = ", ".join(f"{k}: {stored.get(k)!r} on disk vs {wanted.get(k)!r} requested" for k in diff)
+    details = spec_differences(json.loads(path.read_text()), spec.to_json())
+    if details:
         raise ValueError(f"{root}: holds a {what} with a different spec (differing fields: {details}); "
                          "choose another directory or remove it")
     if files is not None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence, TypeVar
@@ -82,6 +84,27 @@ def _read_cache(cache: Path | None) -> dict[str, list[int]]:
     return payload.get("good", {}) if payload.get("version") == _CACHE_VERSION else {}
 
 
+NAMED_CORRUPT = 5  # corrupt files named in the message; all of them go to a listing beyond that
+
+
+def corrupt_message(bad: Sequence[str], errors: Mapping[str, str]) -> str:
+    """The error for corrupt images ``bad`` (distinct, in order; ``errors``: why,
+    by path): the first ``NAMED_CORRUPT`` named with their reasons and, beyond
+    that, the count and a file in the temporary folder listing every one."""
+    def why(path: str) -> str:  # Pillow repeats the path in its message
+        return errors[path].replace(f" '{path}'", "")
+
+    message = f"{bad[0]}: corrupt or unreadable image ({why(bad[0])})"
+    if len(bad) > 1:
+        message += "; also " + ", ".join(f"{p} ({why(p)})" for p in bad[1:NAMED_CORRUPT])
+    if len(bad) > NAMED_CORRUPT:
+        listing = Path(tempfile.gettempdir()) / f"stra_jax_corrupt_images_{uuid.uuid4().hex[:8]}.txt"
+        listing.write_text("".join(f"{p}\t{errors[p]}\n" for p in bad))
+        message += f"; and {len(bad) - NAMED_CORRUPT} more: all {len(bad)} are listed in {listing}"
+    return (message + f"; fix or remove {'them' if len(bad) > 1 else 'it'}, or set skip_corrupt "
+            "(config.dataset.skip_corrupt=True, --skip-corrupt) to skip such files")
+
+
 def check_images(records: Sequence[R], skip_corrupt: bool = False, *, cache: str | Path | None = None,
                  workers: int | None = None) -> tuple[list[R], list[str]]:
     """Decode every record's image once. Returns ``(kept, skipped paths)``.
@@ -106,9 +129,7 @@ def check_images(records: Sequence[R], skip_corrupt: bool = False, *, cache: str
         write_json_atomic(cache, {"version": _CACHE_VERSION, "good": {**known, **good}})
     bad = [p for p in paths if p in errors]
     if bad and not skip_corrupt:
-        more = f" (and {len(set(bad)) - 1} more corrupt files)" if len(set(bad)) > 1 else ""
-        raise ValueError(f"{bad[0]}: corrupt or unreadable image ({errors[bad[0]]}){more}; fix or remove it, "
-                         "or set skip_corrupt (config.dataset.skip_corrupt=True, --skip-corrupt) to skip such files")
+        raise ValueError(corrupt_message(list(dict.fromkeys(bad)), errors))
     kept = [r for r, p in zip(records, paths) if p not in errors]
     return kept, bad
 

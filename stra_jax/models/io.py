@@ -108,8 +108,21 @@ def resolve_model_dir(path: str | os.PathLike) -> tuple[epath.Path, epath.Path |
     for name in (MODEL_BEST, MODEL_LAST):
         if (path / name / "model.json").is_file():
             return path / name, path
+    if (path / "checkpoints").is_dir():
+        raise FileNotFoundError(f"{path}: a training workdir with checkpoints but no {MODEL_BEST}/ or {MODEL_LAST}/ "
+                                "yet (it stopped before its first evaluation); rerun its training command to resume "
+                                f"it: {_training_command(path)}")
     raise FileNotFoundError(f"{path}: no model.json here, nor {MODEL_BEST}/ or {MODEL_LAST}/ of a training "
                             "workdir; expected a stra-jax model directory (model.json + variables/)")
+
+
+def _training_command(workdir: epath.Path) -> str:
+    """The command line of the run's last session (``run.json``), else the usual form."""
+    try:
+        command = json.loads((workdir / "run.json").read_text())["sessions"][-1]["command"]
+        return " ".join(["python", *command]) if command and command[0].endswith(".py") else " ".join(command)
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return f"python train.py --config configs/<exp>.py[:variant] --workdir {workdir}"
 
 
 def load_variables(model_dir: str | os.PathLike) -> dict[str, Any]:

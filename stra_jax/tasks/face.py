@@ -92,17 +92,20 @@ class FaceTask(Task):
         start = time.perf_counter()
         data_dir = cfg.get("data_dir") or None
         set_name = tfds_config_for(cfg.name, cfg.get("root", ""), cfg.get("tfds_config", ""))
-        folder = None
-        if cfg.name == "synthetic_faces":  # the built-in set: generate and build on first use
+        if cfg.name == "synthetic_faces":  # the built-in set: generated and built on first use, else its spec checked
+            from stra_jax.data.face.synthetic import FaceSyntheticSpec
+            from stra_jax.data.tfds.face import face_tfds_names
+            from stra_jax.data.tfds.generated import build_or_check
+
             data_dir = data_dir or str(self.data_root().parent / "tfds")
-            synthetic = cfg.get("synthetic")
-            folder = prepare_face_dataset(cfg.name, self.data_root(), synthetic.to_dict() if synthetic else None)
-            build_face_tfds(set_name, folder.root, data_dir)
+            synthetic = cfg.synthetic.to_dict() if cfg.get("synthetic") else {}
+
+            def generate_and_build() -> None:
+                folder = prepare_face_dataset(cfg.name, self.data_root(), synthetic)
+                build_face_tfds(set_name, folder.root, data_dir)
+
+            build_or_check(face_tfds_names(set_name), data_dir, FaceSyntheticSpec(**synthetic), generate_and_build)
         train = load_face_train(set_name, data_dir)
-        if folder is not None and (len(train), train.num_classes) != (len(folder.train), folder.train.num_classes):
-            raise ValueError(f"{train.source} holds {len(train)} images of {train.num_classes} identities, "
-                             f"{folder.root} {len(folder.train)} of {folder.train.num_classes}: built from another "
-                             "synthetic spec; remove it or set config.dataset.data_dir elsewhere")
         built, pairs = load_face_verification(set_name, data_dir, tuple(cfg.get("verification", ())))
         self.dataset = FaceDataset(cfg.name, Path(train.builder.data_dir), train,
                                    {name: Path(built) / name for name in pairs}, pairs=pairs)

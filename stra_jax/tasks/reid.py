@@ -71,11 +71,18 @@ class ReIDTask(Task):
                              "(the TFDS build was read with them)")
         data_dir = cfg.get("data_dir") or None
         start = time.perf_counter()
-        if cfg.name == "synthetic":  # the built-in set: generate and build on first use
+        if cfg.name == "synthetic":  # the built-in set: generated and built on first use, else its spec checked
+            from stra_jax.data.reid.synthetic import SyntheticSpec
+            from stra_jax.data.tfds.generated import build_or_check
+
             data_dir = data_dir or str(self.data_root().parent / "tfds")
-            synthetic = cfg.get("synthetic")
-            folder = prepare_dataset("synthetic", self.data_root(), synthetic.to_dict() if synthetic else None)
-            build_reid_tfds(tfds_name("synthetic"), folder.root, data_dir)
+            synthetic = cfg.synthetic.to_dict() if cfg.get("synthetic") else {}
+
+            def generate_and_build() -> None:
+                folder = prepare_dataset("synthetic", self.data_root(), synthetic)
+                build_reid_tfds(tfds_name("synthetic"), folder.root, data_dir)
+
+            build_or_check([tfds_name("synthetic")], data_dir, SyntheticSpec(**synthetic), generate_and_build)
         self.dataset = load_reid_tfds(cfg.name, data_dir)
         return f"{self.dataset.summary()}\nread from TFDS in {time.perf_counter() - start:.1f} s"
 

@@ -16,6 +16,8 @@ from typing import Any, Callable
 
 from absl import flags
 
+from stra_jax.registry import ConfigError
+
 HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "--helpfull", "-?")
 
 
@@ -30,13 +32,16 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, F
 def run_or_exit(fn: Callable[..., Any], *args: Any, interrupted: str,
                 errors: tuple[type[BaseException], ...] = USER_ERRORS) -> Any:
     """``fn(*args)`` for a command-line tool: a bad-input error (``errors``) prints
-    ``error: <message>`` and exits 1, Ctrl-C prints ``interrupted`` and exits 130;
-    no traceback for either."""
+    ``error: <message>`` and exits 1, 2 for a :class:`ConfigError` (a config
+    value, as for a bad flag); Ctrl-C prints ``interrupted`` and exits 130; no
+    traceback for any."""
     try:
         return fn(*args)
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
         sys.exit(130)
+    except ConfigError as err:
+        fail(str(err))
     except errors as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)

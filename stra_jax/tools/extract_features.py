@@ -1,7 +1,15 @@
-"""Embed a folder of your own images with a model directory.
+"""Embed a folder of your own images with a model directory or training run.
 
-    python -m stra_jax.tools.extract_features --checkpoint DIR --images FOLDER --out feats.npy \\
-        [--image-size 256x128] [--batch-size 64] [--flip] [--skip-corrupt]
+    python -m stra_jax.tools.extract_features --checkpoint RUN_OR_MODEL_DIR --images FOLDER --out feats.npy \\
+        [--image-size H,W] [--batch-size 64] [--flip] [--skip-corrupt]
+
+The images go through the run's own evaluation preprocessing: the task's resize
+and normalisation (``Task.eval_images``) at the run's ``input.image_size``
+(read from the workdir's ``config.json`` or the config training recorded in
+``model.json``; ``tools/run_inputs.input_settings``). ``--image-size`` (``HxW``
+or ``H,W``) overrides the size; a model with no recorded run uses its family's
+input size, else 256x128. The line printed first says which size and
+preprocessing were used and where they came from.
 
 Writes ``feats.npy`` (N, D) float32 and ``feats.txt`` (the N image paths, one
 per line, in the same order). Both are written to temporary names and renamed
@@ -12,10 +20,23 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 
-from stra_jax.utils import atomic_file
+from stra_jax.utils import atomic_file, parse_size
+
+
+def task_batches(task_class: Any, config: Any, paths: list[str], image_size: tuple[int, int],
+                 batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """``{"images": (batch_size, H, W, 3)}`` model inputs of ``paths`` through the
+    task's evaluation preprocessing; the last batch is padded with its last image
+    (the caller drops the padding rows)."""
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start:start + batch_size]
+        chunk = chunk + [chunk[-1]] * (batch_size - len(chunk))
+        inputs, _ = task_class.eval_images(config, [Path(p) for p in chunk], image_size)
+        yield {"images": inputs}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", required=True, help="model directory (model.json + variables/) or training workdir")
     parser.add_argument("--images", required=True, help="folder of images (searched recursively)")
     parser.add_argument("--out", required=True, help="output .npy path")
-    parser.add_argument("--image-size", default="256x128", help="HxW the model expects")
+    parser.add_argument("--image-size", default=None,
+                        help="HxW or H,W of the model input (default: the run's input.image_size, see above)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--flip", action="store_true", help="average with the mirror image's features")
     parser.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images (counted)")
@@ -33,20 +55,24 @@ def main(argv: list[str] | None = None) -> int:
 
     from stra_jax.data.reid.pipeline import check_images
     from stra_jax.data.reid.common import Record, images_under
-    from stra_jax.evaluation.features import extract_features
+    from stra_jax.evaluation.features import forward_batches
     from stra_jax.models import load_model
     from stra_jax.models.io import resolve_model_dir
+    from stra_jax.tools.run_inputs import input_settings, task_and_config
 
     try:
-        try:
-            height, width = (int(v) for v in args.image_size.lower().split("x"))
-        except ValueError:
-            raise ValueError(f"--image-size {args.image_size}: expected HxW, e.g. 256x128") from None
+        size = parse_size(args.image_size) if args.image_size else None
         paths = images_under(args.images)
         records, skipped = check_images([Record(str(p), 0, 0) for p in paths], skip_corrupt=args.skip_corrupt)
-        model, variables = load_model(resolve_model_dir(args.checkpoint)[0])
-        feats = extract_features(model, variables, [r.path for r in records], batch_size=args.batch_size,
-                                 image_size=(height, width), flip=args.flip)
+        model_dir, workdir = resolve_model_dir(args.checkpoint)
+        model, variables = load_model(model_dir)
+        image_size, task, source = input_settings(model, model_dir, workdir, size)
+        task_class, config = task_and_config(model_dir, workdir, task)
+        print(f"{len(records)} images at {image_size[0]}x{image_size[1]} ({source}, {task} preprocessing)",
+              flush=True)
+        names = [r.path for r in records]
+        feats = forward_batches(model, variables, task_batches(task_class, config, names, image_size, args.batch_size),
+                                flip=args.flip, batch_size=args.batch_size)[: len(names)]
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -32,13 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     if out.suffix != ".rec":
         parser.error(f"{out}: expected a path ending in .rec (training set) or .bin (verification pairs)")
 
-    from stra_jax.data.face.folder import read_face_folder
+    from stra_jax.data.class_folders import IMAGE_SUFFIXES, read_class_folders
     from stra_jax.data.face.recordio import write_face_recordio
     from stra_jax.data.image_check import decode_error
     from stra_jax.utils import atomic_file
 
     try:
-        items, names = read_face_folder(args.folder)
+        items, names, skipped = read_class_folders(args.folder, kind="identity")
         for path, _ in items:
             error = decode_error(path)
             if error is not None:
@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"wrote {out} and {out.with_suffix('.idx')}: {len(items)} images of {len(names)} identities")
+    if skipped:  # not an error (thumbnails, notes), but never silent
+        shown = ", ".join(skipped[:10]) + (f", ... ({len(skipped) - 10} more)" if len(skipped) > 10 else "")
+        print(f"skipped, not images ({', '.join(IMAGE_SUFFIXES)}): {len(skipped)} files: {shown}")
     return 0
 
 

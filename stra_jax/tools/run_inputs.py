@@ -11,11 +11,14 @@ recorded run (e.g. converted PyTorch weights) uses the task its family declares
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 from pathlib import Path
 from typing import Any
 
 import ml_collections
+
+from stra_jax.training.checkpoint import COMPUTATION_ONLY
 
 REID_IMAGE_SIZE = (256, 128)  # the ReID evaluator's default (evaluation/reid_retrieval.py)
 
@@ -60,3 +63,35 @@ def task_and_config(model_dir: Path, workdir: Path | None, task: str) -> tuple[t
 
     config, _ = run_config(model_dir, workdir)
     return get_task(task), ml_collections.ConfigDict(config)
+
+
+# What decides an evaluation's numbers: a given --config must agree with the run on these,
+EVAL_KEYS = ("task", "model", "input.image_size", "dataset", "evals")
+# except the settings of how, not what, is computed (a run trained with its classifier split
+# over 8 devices evaluates on one; another evaluation batch size gives the same features).
+HOW_NOT_WHAT = ("model.shard_classifier", "evals.*.batch_size",
+                *(f"model.kwargs.{k}" for k in COMPUTATION_ONLY))
+
+
+def _flat(value: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, sub in value.items():
+            out.update(_flat(sub, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: list(value) if isinstance(value, tuple) else value}
+
+
+def config_differences(given: dict[str, Any], recorded: dict[str, Any],
+                       keys: tuple[str, ...] = EVAL_KEYS) -> list[str]:
+    """``"key: given vs recorded"`` for each leaf under ``keys`` (dotted) where
+    two configs (as dicts) differ; a leaf one of them lacks counts as differing."""
+    def pick(config: dict[str, Any]) -> dict[str, Any]:
+        flat = _flat(config, "")
+        return {k: v for k, v in flat.items() if any(k == p or k.startswith(p + ".") for p in keys)
+                and not any(fnmatch.fnmatchcase(k, pattern) for pattern in HOW_NOT_WHAT)}
+
+    mine, theirs = pick(given), pick(recorded)
+    missing = object()
+    return [f"{k}: {mine.get(k, '(absent)')!r} vs {theirs.get(k, '(absent)')!r}"
+            for k in sorted(set(mine) | set(theirs)) if mine.get(k, missing) != theirs.get(k, missing)]

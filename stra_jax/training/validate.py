@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from stra_jax.registry import ConfigError
 from stra_jax.training.optim import check_optimizer_config
 from stra_jax.training.schedules import check_schedule_config
 from stra_jax.utils import as_path, is_remote
@@ -23,8 +24,18 @@ _TRAIN_MINIMA: dict[str, tuple[float, bool]] = {
 
 
 def check_train_config(config: Any) -> None:
-    """Raise ValueError naming the first ``config.train`` / ``config.input`` value
-    that cannot work (non-positive sizes and counts, lr <= 0, ...)."""
+    """Raise :class:`ConfigError` naming the first ``config.train`` /
+    ``config.input`` value that cannot work (non-positive sizes and counts,
+    lr <= 0, unknown schedule or optimiser options, ...)."""
+    try:
+        _check_train_config(config)
+    except ConfigError:
+        raise
+    except ValueError as err:  # the schedule / optimiser builders' own checks
+        raise ConfigError(str(err)) from None
+
+
+def _check_train_config(config: Any) -> None:
     train = config.train
     for key, (lowest, integer) in _TRAIN_MINIMA.items():
         if key not in train:
@@ -33,17 +44,17 @@ def check_train_config(config: Any) -> None:
         wrong_type = isinstance(value, bool) or not isinstance(value, (int, float)) or \
             (integer and value != int(value))
         if wrong_type or value < lowest:
-            raise ValueError(f"train.{key}={value!r}: expected {'an integer' if integer else 'a number'} >= {lowest}")
+            raise ConfigError(f"train.{key}={value!r}: expected {'an integer' if integer else 'a number'} >= {lowest}")
     if "lr" in train and not train.lr > 0:
-        raise ValueError(f"train.lr={train.lr!r}: expected a number > 0")
+        raise ConfigError(f"train.lr={train.lr!r}: expected a number > 0")
     check_schedule_config(train)  # train.schedule: name, its own keys, their values
     check_optimizer_config(train)  # train.optimizer: the same
     if train.frozen_epochs > train.epochs:
-        raise ValueError(f"train.frozen_epochs={train.frozen_epochs} > train.epochs={train.epochs}: "
+        raise ConfigError(f"train.frozen_epochs={train.frozen_epochs} > train.epochs={train.epochs}: "
                          "the run would end frozen")
     size = config.get("input", {}).get("image_size")
     if size is not None and (len(size) != 2 or any(int(v) < 1 for v in size)):
-        raise ValueError(f"input.image_size={tuple(size)!r}: expected (height, width), both >= 1")
+        raise ConfigError(f"input.image_size={tuple(size)!r}: expected (height, width), both >= 1")
 
 
 def check_workdir(workdir: Path) -> None:

@@ -71,7 +71,7 @@ def read_classification_folder(root: str | Path, *, train_dir: str = "train", va
     train, classes, skipped = read_class_folders(root / train_dir)
     val, _, skipped_val = read_class_folders(root / val_dir, classes=classes)
     return ClassificationDataset(name, str(root), tuple(Example(p, y) for p, y in train),
-                                 tuple(Example(p, y) for p, y in val), tuple(classes), skipped + skipped_val)
+                                 tuple(Example(p, y) for p, y in val), tuple(classes), len(skipped) + len(skipped_val))
 
 
 @CLASSIFICATION_READERS.register("synthetic")

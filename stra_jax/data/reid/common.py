@@ -68,7 +68,21 @@ class ReIDDataset:
         for label, recs in rows:
             lines.append(f"  {label:<8}{len({r.pid for r in recs}):>7}{len(recs):>9}"
                          f"{len({r.camid for r in recs}):>9}")
+        unmatched = unmatched_queries(self.query, self.gallery)
+        if unmatched:
+            lines.append(f"warning: {unmatched} of {len(self.query)} query images have no gallery image of their "
+                         "identity from another camera; the evaluation leaves them out (as the benchmarks' "
+                         "protocol does), so mAP and CMC are over the other queries only")
         return "\n".join(lines)
+
+
+def unmatched_queries(query: Sequence[Record], gallery: Sequence[Record]) -> int:
+    """How many queries have no valid gallery match: no gallery image of the same
+    identity from another camera (the protocol's rule for what counts)."""
+    cameras: dict[int, set[int]] = {}
+    for r in gallery:
+        cameras.setdefault(r.pid, set()).add(r.camid)
+    return sum(not (cameras.get(q.pid, set()) - {q.camid}) for q in query)
 
 
 def dataset_path(root: str | os.PathLike) -> Path | epath.Path:

@@ -51,6 +51,7 @@ from stra_jax.data import hide_gpus_from_tf
 from stra_jax.data.face.dataset import BIN_SUFFIX, RecordIOTrainSet, find_verification_bins
 from stra_jax.data.face.verification_bin import read_verification_bin
 from stra_jax.data.image_check import decode_error
+from stra_jax.data.tfds.generated import record_spec
 from stra_jax.data.tfds.registry import register_tfds, tfds_targets
 
 #: BuilderConfig names: one per insightface set (plus ``custom`` and ``synthetic_faces``).
@@ -243,6 +244,7 @@ def build_face_tfds(name: str, manual_dir: str | os.PathLike, data_dir: str | os
     need before anything is written; a failed build removes the folders it
     created (TFDS removes its own incomplete folder)."""
     hide_gpus_from_tf()  # TFDS runs TF ops: keep TF off JAX's GPUs
+    tfds.disable_progress_bar()  # a build inside a training run would fill its log
     names = face_tfds_names(name)
     check_manual_dir(name, manual_dir, train=any(n.startswith(TRAIN_BUILDER) for n in names),
                      verification=any(n.startswith(VERIFICATION_BUILDER) for n in names))
@@ -262,6 +264,7 @@ def build_face_tfds(name: str, manual_dir: str | os.PathLike, data_dir: str | os
                 if tf.io.gfile.exists(folder) and (folder != downloads or _only_folders(folder)):
                     tf.io.gfile.rmtree(folder)
             raise
+        record_spec(builder, manual_dir)  # a generated set's spec.json, for build_or_check
         builders.append(builder)
     return builders
 

@@ -157,8 +157,8 @@ class SyntheticReid(ReIDBuilder):
 
     LAYOUT = "MANUAL_DIR/{bounding_box_train,query,bounding_box_test}/PPPP_cCsS_FFFFFF_BB.jpg (generated)"
     MANUAL_DOWNLOAD_INSTRUCTIONS = ("Generate the set first (python -m stra_jax.tools.build_tfds "
-                                    "synthetic_reid --manual_dir DIR --data_dir DIR generates it into an "
-                                    "empty DIR). Layout:\n\n    " + LAYOUT + "\n")
+                                    "synthetic_reid --manual_dir DIR --data_dir DIR --generate generates "
+                                    "it into an absent or empty DIR). Layout:\n\n    " + LAYOUT + "\n")
     DESCRIPTION = "Synthetic part-structured pedestrians (stra_jax.data.reid.synthetic)."
 
 

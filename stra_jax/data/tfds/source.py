@@ -18,6 +18,7 @@ import tensorflow_datasets as tfds
 
 from stra_jax.data import hide_gpus_from_tf
 from stra_jax.data.reid.common import ReIDDataset, Record, build_dataset
+from stra_jax.data.tfds.generated import record_spec
 from stra_jax.data.tfds.registry import tfds_name
 from stra_jax.data.tfds.reid import SPLITS
 
@@ -31,6 +32,7 @@ def build_reid_tfds(name: str, manual_dir: str | os.PathLike, data_dir: str | os
     Already-built versions are reused. TFDS writes into ``*.incomplete*`` and renames;
     a failed first build also removes the dataset folder it created."""
     hide_gpus_from_tf()  # TFDS runs TF ops: keep TF off JAX's GPUs
+    tfds.disable_progress_bar()  # a build inside a training run would fill its log
     builder = tfds.builder(name, data_dir=None if data_dir is None else os.fspath(data_dir))
     manual_dir = os.fspath(manual_dir)
     if not tf.io.gfile.isdir(manual_dir) or not tf.io.gfile.listdir(manual_dir):
@@ -44,6 +46,7 @@ def build_reid_tfds(name: str, manual_dir: str | os.PathLike, data_dir: str | os
         if not existed and tf.io.gfile.exists(dataset_dir):
             tf.io.gfile.rmtree(dataset_dir)  # only the incomplete build's remains
         raise
+    record_spec(builder, manual_dir)  # a generated set's spec.json, for build_or_check
     return builder
 
 
