@@ -83,7 +83,7 @@ def test_metrics_equal_a_hand_computed_run(pair_sets, flip, tmp_path):
     written = evaluator.write_artifacts({k[len("face/"):]: v for k, v in metrics.items()}, tmp_path)
     assert [p.name for p in written] == ["roc_cfp_fp.png", "roc_lfw.png"]
     with Image.open(written[0]) as im:
-        assert im.size == (450, 450)
+        assert im.size == (500, 450)
 
 
 def test_fuse_shapes():

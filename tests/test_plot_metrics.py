@@ -33,7 +33,7 @@ def test_two_runs_one_without_l_d(tmp_path, capsys):
     titles = [title for title, _ in panels([series, read_metrics(base / "metrics.jsonl")])]
     assert titles[:5] == ["loss", "cross-entropy (CE)", "L_d (diversity loss)", "train accuracy",
                           "learning rate (log)"]
-    assert titles[5:] == ["mAP (eval)", "rank-1 (eval)"]  # extract_seconds is bookkeeping
+    assert titles[5:] == ["mAP (eval, %)", "rank-1 (eval, %)"]  # extract_seconds is bookkeeping
     out = tmp_path / "cmp.png"
     assert main([str(stra), str(base), "--out", str(out), "--labels", "StRA,baseline"]) == 0
     assert out.read_bytes()[:8] == PNG_MAGIC
@@ -41,7 +41,7 @@ def test_two_runs_one_without_l_d(tmp_path, capsys):
         assert img.size[0] > 600 and img.size[1] > 300
     assert main([str(stra)]) == 0 and (stra / "curves.png").read_bytes()[:8] == PNG_MAGIC  # default --out
     face = _write_run(tmp_path / "face", diversity=True, eval_key="eval/face/mean_accuracy")
-    assert "mean accuracy (eval)" in [t for t, _ in panels([read_metrics(face / "metrics.jsonl")])]
+    assert "mean accuracy (eval, %)" in [t for t, _ in panels([read_metrics(face / "metrics.jsonl")])]
     assert "wrote" in capsys.readouterr().out
 
 

@@ -183,6 +183,9 @@ def test_eval_run_visualize_ranks_writes_pngs_and_index(tiny, tmp_path, monkeypa
         assert not any(r["pid"] == q["pid"] and r["camid"] == q["camid"] for r in q["ranked"])
         assert [r["distance"] for r in q["ranked"]] == sorted(r["distance"] for r in q["ranked"])
         assert all(r["match"] == (r["pid"] == q["pid"]) for r in q["ranked"])
+        # the camera shown and indexed is the file name's (1-based), camid the protocol's 0-based one
+        assert all(f"_c{e['camera']}_" in Path(e["path"]).name and e["camera"] == e["camid"] + 1
+                   for e in [q] + q["ranked"])
     assert sorted(p.name for p in out.iterdir()) == sorted([q["png"] for q in index["queries"]] + ["ranks.json"])
 
     class NotReID(Evaluator):

@@ -164,7 +164,10 @@ class FaceVerification(Evaluator):
     def write_artifacts(self, metrics: Mapping[str, Any], out_dir: str | Path, *, model: Any = None,
                         variables: dict[str, Any] | None = None,
                         options: Mapping[str, Any] | None = None) -> list[Path]:
-        """One ROC curve PNG per set (``<out_dir>/roc_<set>.png``); returns the paths."""
+        """One ROC curve PNG per set (``<out_dir>/roc_<set>.png``): true accept rate
+        (%) against false accept rate on a log axis, as insightface users read it
+        (a linear axis hides the low-FAR end where VAL@FAR lives), with the
+        VAL@FAR point marked; returns the paths."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -177,13 +180,25 @@ class FaceVerification(Evaluator):
             roc = metrics.get(f"{name}/roc")
             if not roc:
                 continue
-            fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
-            ax.plot(roc["fpr"], roc["tpr"], lw=2, label=f"acc {100 * metrics[f'{name}/accuracy']:.2f}%")
-            ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1)
-            ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false accept rate", ylabel="true accept rate",
+            fpr, tpr = np.asarray(roc["fpr"]), 100 * np.asarray(roc["tpr"])
+            positive = fpr > 0  # a log axis cannot show FAR 0: the curve starts at the smallest FAR reached
+            low = 10 ** np.floor(np.log10(fpr[positive].min())) if positive.any() else 1e-4
+            fig, ax = plt.subplots(figsize=(5.0, 4.5), dpi=100)
+            ax.plot(fpr[positive], tpr[positive], lw=2, color="C0",
+                    label=f"ROC (accuracy {100 * metrics[f'{name}/accuracy']:.2f}%)")
+            chance = np.logspace(np.log10(low), 0, 50)
+            ax.plot(chance, 100 * chance, ls="--", c="grey", lw=1, label="chance")
+            val, far = metrics.get(f"{name}/val"), metrics.get(f"{name}/far")
+            if val is not None and far is not None:
+                at = max(far, low)
+                ax.plot([at], [100 * val], "o", color="C3", ms=7, zorder=3,
+                        label=f"VAL@FAR: {100 * val:.2f}% at FAR {100 * far:.3g}% "
+                              f"(target {100 * self.settings['far_target']:.3g}%)")
+            ax.set_xscale("log")
+            ax.set(xlim=(low, 1), ylim=(0, 101), xlabel="false accept rate (log)", ylabel="true accept rate (%)",
                    title=f"ROC: {name} ({metrics.get(f'{name}/pairs', '?')} pairs)")
-            ax.legend(loc="lower right")
-            ax.grid(alpha=0.3)
+            ax.legend(loc="lower right", fontsize=8)
+            ax.grid(alpha=0.3, which="both")
             fig.tight_layout()
             path = as_path(out_dir) / f"roc_{name}.png"
             written.append(save_figure(fig, path))

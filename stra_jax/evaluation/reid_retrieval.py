@@ -154,19 +154,23 @@ class ReIDRetrieval(Evaluator):
                 number = n + 1 if kind == "worst" else n + 1 - num_worst
                 name = f"{kind}{number:02d}_q{q:05d}.png"
                 qr = query[q]
+                # ``camid`` 0-based as the protocol uses it; ``camera`` as the file name writes it.
+                camera = self.dataset.camera_name
                 ranked = [dict(rank=r + 1, path=str(gallery[g].path), pid=int(gallery[g].pid),
-                               camid=int(gallery[g].camid), distance=float(distmat[q, g]), match=bool(m))
+                               camid=int(gallery[g].camid), camera=int(camera(gallery[g])),
+                               distance=float(distmat[q, g]), match=bool(m))
                           for r, (g, m) in enumerate(zip(indices[q], matches[q])) if g >= 0]
                 image = self.dataset.open_image  # a file, or the bytes of a TFDS-held image
                 draw_rank_list(
-                    staging / name, load_image(image(qr.path), size), f"query\npid {qr.pid} cam {qr.camid}",
+                    staging / name, load_image(image(qr.path), size), f"query\npid {qr.pid} cam {camera(qr)}",
                     [load_image(image(e["path"]), size) for e in ranked],
-                    [f"#{e['rank']} d={e['distance']:.4g}\npid {e['pid']} cam {e['camid']}" for e in ranked],
+                    [f"#{e['rank']} d={e['distance']:.4g}\npid {e['pid']} cam {e['camera']}" for e in ranked],
                     [e["match"] for e in ranked],
-                    title=f"{kind} #{number}: query {q} ({Path(qr.path).name}), AP {ap[q]:.3f}   "
+                    title=f"{kind} #{number}: query {q} ({Path(qr.path).name}), AP {100 * ap[q]:.1f}%   "
                           f"[{self.dataset.name}, {setting}; same pid + camera excluded]")
                 entries.append(dict(selection=kind, query_index=q, path=str(qr.path), pid=int(qr.pid),
-                                    camid=int(qr.camid), ap=float(ap[q]), png=name, ranked=ranked))
+                                    camid=int(qr.camid), camera=int(camera(qr)), ap=float(ap[q]), png=name,
+                                    ranked=ranked))
                 names.append(name)
             write_json_atomic(staging / "ranks.json", dict(
                 evaluator=self.name, dataset=self.dataset.name, k=k, metric=s["metric"],

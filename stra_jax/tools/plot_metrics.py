@@ -10,8 +10,10 @@ and ``eval/<evaluator>/<metric>`` (``eval/reid/mAP``, ``eval/face/mean_accuracy`
 accuracy, lr on a log scale, then any other), then one per eval metric name
 (mAP, rank-1, mean accuracy, accuracy first; bookkeeping such as
 ``extract_seconds``, ``num_queries`` or ``pairs`` is left out); x axis: the
-training step. Runs are overlaid, one colour each; a key a run lacks is absent
-from that panel, and an L_d that is 0 throughout (a network without StRA logs
+training step. Fraction metrics (mAP, rank-k, accuracy, VAL) are drawn in
+percent. Runs are overlaid, one colour each; in a panel of several series of one
+run (the face accuracy of each verification set) each series has its own colour,
+marker and legend entry. A key a run lacks is absent from that panel, and an L_d that is 0 throughout (a network without StRA logs
 0) is left out and noted. The PNG is written atomically; bad input (no
 ``metrics.jsonl``, a malformed line) stops before anything is written.
 """
@@ -32,8 +34,11 @@ Series = dict[str, tuple[list[int], list[float]]]  # key -> (steps, values), asc
 TRAIN_PANELS = {"train/loss": "loss", "train/ce": "cross-entropy (CE)", "train/diversity": "L_d (diversity loss)",
                 "train/accuracy": "train accuracy", "train/lr": "learning rate (log)"}
 EVAL_FIRST = ("mAP", "rank1", "mean_accuracy", "accuracy")
-EVAL_TITLES = {"rank1": "rank-1", "mean_accuracy": "mean accuracy"}
+EVAL_TITLES = {"rank1": "rank-1", "mean_accuracy": "mean accuracy", "val": "VAL@FAR"}
 BOOKKEEPING = re.compile(r"(seconds|num_queries|num_valid_queries|feature_dim|pairs)$")
+# Evaluation metrics that are fractions: drawn in percent, as the console tables and the sweep print them.
+PERCENT = re.compile(r"(mAP|mINP|rank\d+|accuracy|val|top\d+)$")
+MARKERS = ("o", "s", "^", "D", "v", "P")
 
 
 def read_metrics(path: str | Path) -> Series:
@@ -83,7 +88,7 @@ def panels(runs: Sequence[Series]) -> list[tuple[str, list[str]]]:
         if not k.startswith("train/") and not BOOKKEEPING.search(k):
             by_name.setdefault(k.rsplit("/", 1)[-1], []).append(k)
     names = [n for n in EVAL_FIRST if n in by_name] + sorted(set(by_name) - set(EVAL_FIRST), key=_natural)
-    out += [(f"{EVAL_TITLES.get(n, n)} (eval)", by_name[n]) for n in names]
+    out += [(f"{EVAL_TITLES.get(n, n)} (eval{', %' if PERCENT.search(n) else ''})", by_name[n]) for n in names]
     return out
 
 
@@ -116,18 +121,26 @@ def plot(runs: Sequence[Series], labels: Sequence[str], out: str | Path) -> Path
                     zero_runs.append(label)
                     continue
                 prefix = key.split("/", 1)[1] if key.startswith("eval/") else key
-                name = label if len(keys) == 1 else f"{label}: {prefix.rsplit('/', 1)[0]}"
-                color = colors[r % len(colors)]
+                series_name = prefix.rsplit("/", 1)[0]
+                name = label if len(keys) == 1 else (series_name if len(runs) == 1 else f"{label}: {series_name}")
+                percent = key.startswith("eval/") and bool(PERCENT.search(key))
+                if percent:
+                    values = [100 * v for v in values]
+                # One run: a colour per series; several: a colour per run, a line style and marker per series.
+                color = colors[(j if len(runs) == 1 else r) % len(colors)]
                 ax.plot(steps, values, styles[j % len(styles)], color=color, lw=max(1.2, 2.4 - 0.6 * r),
-                        marker="o" if len(steps) < 20 else None, ms=4, label=name)
+                        marker=MARKERS[j % len(MARKERS)] if len(steps) < 20 else None, ms=4, label=name)
                 if len(keys) == 1 and not key.startswith("train/"):  # label the latest eval value
-                    ax.annotate(f"{values[-1]:.3g}", (steps[-1], values[-1]), xytext=(-4, 0),
-                                textcoords="offset points", ha="right", va="center", fontsize=7, color=color)
+                    ax.annotate(f"{values[-1]:.1f}" if percent else f"{values[-1]:.3g}", (steps[-1], values[-1]),
+                                xytext=(-6, 6), textcoords="offset points", ha="right", va="bottom", fontsize=7,
+                                color=color)
         if zero_runs:
             ax.text(0.98, 0.95, "0 throughout, not drawn: " + ", ".join(zero_runs), transform=ax.transAxes,
                     ha="right", va="top", fontsize=7, color="grey")
         if keys == ["train/lr"]:
             ax.set_yscale("log")
+        elif not keys[0].startswith("train/"):
+            ax.margins(y=0.12)  # room for the latest value's label inside the frame
         ax.set_title(title, fontsize=10)
         ax.set_xlim(lo - pad, hi + pad)  # one step range for every panel, also where eval ran once
         ax.set_xlabel("step", fontsize=8)

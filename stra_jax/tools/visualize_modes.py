@@ -66,10 +66,36 @@ def _part_map(ax, image: np.ndarray, masks: np.ndarray, colors: np.ndarray) -> N
     ax.imshow(colors[parts], alpha=0.55)
 
 
-def _mask(ax, image: np.ndarray, mask: np.ndarray):
-    """Heat map of one mode's mask (scaled to its own peak) over the greyscale image."""
+def _mask(ax, image: np.ndarray, mask: np.ndarray, vmax: float):
+    """Heat map of one mode's mask over the greyscale image, on the figure's one
+    absolute scale (0 to ``vmax``, the largest mask value drawn): a nearly uniform
+    mask stays pale instead of being stretched to its own peak."""
     ax.imshow(image.mean(-1), cmap="gray", vmin=0, vmax=1)
-    return ax.imshow(upsample(mask / mask.max(), image.shape[:2]), cmap="jet", vmin=0, vmax=1, alpha=0.5)
+    return ax.imshow(upsample(mask, image.shape[:2]), cmap="jet", vmin=0, vmax=vmax, alpha=0.5)
+
+
+def mask_scale(masks: np.ndarray) -> float:
+    """The top of the masks' one colour scale: the largest mask value drawn, but at
+    least twice the uniform level 1/(h w), so that masks that are all nearly uniform
+    (an untrained or collapsed block) show at mid-scale, not as strong heat.
+    masks (..., h, w, G)."""
+    return max(float(masks.max()), 2.0 / (masks.shape[-3] * masks.shape[-2]))
+
+
+def _mask_colorbar(fig, heat, cax, positions: int, fontsize: float) -> None:
+    """The masks' colour bar (absolute values), with the uniform level 1/(h w) marked
+    and labelled among its ticks: a mask at that level everywhere attends to
+    nothing in particular."""
+    bar = fig.colorbar(heat, cax=cax)
+    bar.set_label("M$^g$ (sums to 1 over the h$\\cdot$w positions)", fontsize=fontsize)
+    uniform = 1.0 / positions
+    top = heat.norm.vmax
+    ticks = [t for t in bar.get_ticks() if 0 <= t <= top and abs(t - uniform) > 0.08 * top]
+    bar.set_ticks(sorted(ticks + [uniform]))
+    bar.set_ticklabels([f"1/{positions} uniform" if t == uniform else f"{t:.3g}" for t in sorted(ticks + [uniform])])
+    bar.ax.tick_params(labelsize=fontsize - 1)
+    bar.ax.axhline(uniform, color="white", linewidth=2.5)
+    bar.ax.axhline(uniform, color="black", linewidth=1.0, linestyle="--")
 
 
 def _clean(ax) -> None:
@@ -98,7 +124,8 @@ def draw_image(image: np.ndarray, masks: np.ndarray, gates: np.ndarray, gates2: 
 
     Top: the input, the part map (argmax_g M^g, legend), the mean gate of each mode
     (bars; hatched: the interaction pass). Below: one heat map per mode, titled with
-    its mean gate and its peak mass, with a shared colour bar (mask / its peak)."""
+    its mean gate and its peak mass, on one absolute colour scale (:func:`mask_scale`)
+    whose bar marks the uniform level 1/(h w)."""
     from matplotlib.patches import Patch
 
     g = masks.shape[-1]
@@ -107,7 +134,7 @@ def draw_image(image: np.ndarray, masks: np.ndarray, gates: np.ndarray, gates2: 
     mask_rows = -(-g // cols)
     cw = 1.3
     fig, grid = _figure(1 + mask_rows, cols + 1, (cw, cw * image.shape[0] / image.shape[1]), (0.15, 0.55),
-                        (0.15, 0.55, 0.75, 0.5), dpi=100, width_ratios=[1] * cols + [0.12])
+                        (0.15, 1.15, 0.75, 0.5), dpi=100, width_ratios=[1] * cols + [0.12])
     ax = fig.add_subplot(grid[0, 0])
     ax.imshow(image)
     ax.set_title("input", fontsize=9)
@@ -134,37 +161,40 @@ def draw_image(image: np.ndarray, masks: np.ndarray, gates: np.ndarray, gates2: 
     ax.tick_params(labelsize=7)
     ax.grid(axis="y", alpha=0.3)
     heat = None
+    vmax = mask_scale(masks)
     for k in range(g):
         ax = fig.add_subplot(grid[1 + k // cols, k % cols])
-        heat = _mask(ax, image, masks[..., k])
-        ax.set_title(f"mode {k}  r={mean_r[k]:.2f}\npeak M={masks[..., k].max():.2f}", fontsize=8,
+        heat = _mask(ax, image, masks[..., k], vmax)
+        ax.set_title(f"mode {k}  r={mean_r[k]:.2f}\npeak M={masks[..., k].max():.3f}", fontsize=8,
                      color=colors[k])
         _clean(ax)
-    bar = fig.colorbar(heat, cax=fig.add_subplot(grid[1:, cols]))
-    bar.set_label("M$^g$ / its peak", fontsize=8)
-    bar.ax.tick_params(labelsize=7)
+    _mask_colorbar(fig, heat, fig.add_subplot(grid[1:, cols]), masks.shape[0] * masks.shape[1], 8)
     fig.suptitle(title, fontsize=9)
     return fig
 
 
 def draw_summary(images: np.ndarray, masks: np.ndarray, gates: np.ndarray, names: list[str], title: str):
-    """Rows = images: input, part map, the G masks (each titled with its mean gate r).
+    """Rows = images: input, part map, the G masks (each titled with its mean gate r),
+    all masks on one absolute colour scale (bar on the right, uniform level marked).
     images (N, H, W, 3) in [0, 1]; masks, gates (N, h, w, G)."""
     from matplotlib.patches import Patch
 
     n, g = masks.shape[0], masks.shape[-1]
     colors = mode_colors(g)
     cw = 0.8  # 64 px at 80 dpi: a 128x64 ReID input drawn 1:1
-    fig, grid = _figure(n, g + 2, (cw, cw * images.shape[1] / images.shape[2]), (0.05, 0.2),
-                        (0.3, 0.05, 0.75, 0.4), dpi=80)
+    fig, grid = _figure(n, g + 3, (cw, cw * images.shape[1] / images.shape[2]), (0.05, 0.2),
+                        (0.55, 1.3, 0.75, 0.4), dpi=80, width_ratios=[1] * (g + 2) + [0.15])
+    vmax = mask_scale(masks)
+    heat = None
     for i in range(n):
         mean_r = gates[i].reshape(-1, g).mean(0)
         axes = [fig.add_subplot(grid[i, j]) for j in range(g + 2)]
         axes[0].imshow(images[i])
-        axes[0].set_ylabel(names[i] if len(names[i]) <= 24 else names[i][:21] + "...", fontsize=6)
+        name = names[i] if len(names[i]) <= 16 else "..." + names[i][-13:]  # the end tells images apart
+        axes[0].set_ylabel(name, fontsize=8)
         _part_map(axes[1], images[i], masks[i], colors)
         for k in range(g):
-            _mask(axes[2 + k], images[i], masks[i, ..., k])
+            heat = _mask(axes[2 + k], images[i], masks[i, ..., k], vmax)
             label = f"mode {k}\nr={mean_r[k]:.2f}" if i == 0 else f"r={mean_r[k]:.2f}"
             axes[2 + k].set_title(label, fontsize=8 if i == 0 else 7, pad=2, color=colors[k])
         if i == 0:
@@ -172,6 +202,7 @@ def draw_summary(images: np.ndarray, masks: np.ndarray, gates: np.ndarray, names
             axes[1].set_title("part map\n", fontsize=8, pad=2)
         for ax in axes:
             _clean(ax)
+    _mask_colorbar(fig, heat, fig.add_subplot(grid[:, g + 2]), masks.shape[1] * masks.shape[2], 8)
     fig.legend(handles=[Patch(color=colors[k], label=f"mode {k}") for k in range(g)], loc="lower center",
                ncol=min(g, 8), fontsize=8, frameon=False, handlelength=1.0, borderaxespad=0.2)
     fig.suptitle(title, fontsize=9, y=1 - 0.08 / fig.get_figheight(), va="top")
@@ -245,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"{maps.heads - 1}: all uniform)")
         print(f"wrote {save_png(fig, out / f'{i:02d}_{path.stem}_modes.png')}")
     fig = draw_summary(display, maps.masks, maps.gates, [p.name for p in paths],
-                       f"{arch} {maps.block}: mode masks M$^g$ (each scaled to its peak; "
+                       f"{arch} {maps.block}: mode masks M$^g$ (one colour scale; "
                        f"r = mean gate over positions)")
     print(f"wrote {save_png(fig, out / 'summary_modes.png')}")
     return 0

@@ -41,6 +41,9 @@ class ReIDDataset:
 
     ``images``: the encoded images by record path when they are held in memory
     (the TFDS source, ``stra_jax.data.tfds``); None when the paths are files.
+    ``camera_base``: what to add to a record's 0-based ``camid`` to show the
+    camera as the files name it (1 for the benchmarks' ``cN`` names; 0 for the
+    custom readers, whose ``camid`` is the number as written).
     """
 
     name: str
@@ -49,6 +52,11 @@ class ReIDDataset:
     query: tuple[Record, ...]
     gallery: tuple[Record, ...]
     images: Mapping[str, bytes] | None = dataclasses.field(default=None, repr=False, compare=False)
+    camera_base: int = 1
+
+    def camera_name(self, record: Record) -> int:
+        """The camera number of ``record`` as its file name writes it."""
+        return record.camid + self.camera_base
 
     def open_image(self, path: str) -> str | io.BytesIO:
         """What ``PIL.Image.open`` takes for a record's image: its file, or its bytes."""
@@ -163,7 +171,7 @@ def relabel(records: Iterable[Record]) -> tuple[Record, ...]:
 
 
 def build_dataset(name: str, root: Path, train: Sequence[Record], query: Sequence[Record],
-                  gallery: Sequence[Record], *, relabel_train: bool = True) -> ReIDDataset:
+                  gallery: Sequence[Record], *, relabel_train: bool = True, camera_base: int = 1) -> ReIDDataset:
     """Check the splits and assemble a dataset; an empty split or a query set
     whose identities are all absent from the gallery is an error."""
     for label, recs in (("train", train), ("query", query), ("gallery", gallery)):
@@ -173,4 +181,4 @@ def build_dataset(name: str, root: Path, train: Sequence[Record], query: Sequenc
         raise ValueError(f"{name} at {root}: no query identity appears in the gallery; "
                          "retrieval cannot be evaluated")
     return ReIDDataset(name, str(root), relabel(train) if relabel_train else tuple(train),
-                       tuple(query), tuple(gallery))
+                       tuple(query), tuple(gallery), camera_base=camera_base)

@@ -71,7 +71,7 @@ def read_identity_folders(root: str | Path, camera_pattern: str = r"_c(\d+)") ->
     pid = {name: i for i, name in enumerate(names)}
     splits = {split: [Record(str(p), pid[name], _camera(p, pattern, split)) for name, p in found[split]]
               for split in SPLITS}
-    return build_dataset("folder", root, splits["train"], splits["query"], splits["gallery"])
+    return build_dataset("folder", root, splits["train"], splits["query"], splits["gallery"], camera_base=0)
 
 
 def _integer(value: str, column: str, where: str) -> int:
@@ -109,4 +109,4 @@ def read_csv_dataset(root: str | Path, csv_file: str = "dataset.csv") -> ReIDDat
             if pid < 0:
                 raise ValueError(f"{where}: pid {pid} is negative; expected an identity number >= 0")
             splits[split].append(Record(str(path), pid, _integer(row["camid"], "camid", where)))
-    return build_dataset("csv", root, splits["train"], splits["query"], splits["gallery"])
+    return build_dataset("csv", root, splits["train"], splits["query"], splits["gallery"], camera_base=0)
