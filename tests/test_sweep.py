@@ -168,6 +168,10 @@ def test_unknown_variant_lists_known_ones_and_print_commands(fake, tmp_path, cap
     with pytest.raises(SystemExit):
         sweep.main(_args(script, tmp_path / "s", extra=("--set", "train.epoch=2")))
     assert "has no key 'epoch'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a variant on the config: the error shows the a+b form
+        sweep.main(["--config", "configs/reid_synthetic.py:smoke", "--variants", "baseline,paper", "--seeds", "0",
+                    "--workdir", str(tmp_path / "s")])
+    assert "--config configs/reid_synthetic.py --variants smoke+baseline,smoke+paper" in capsys.readouterr().err
     assert not (tmp_path / "s").exists() and not calls.exists()
     assert sweep.main(_args(script, tmp_path / "s", extra=("--print-commands",))) == 0
     printed = capsys.readouterr().out.strip().splitlines()

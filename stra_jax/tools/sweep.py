@@ -283,7 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.config.count(":"):
-        fail(f"--config {args.config}: give the file only; the variants come from --variants")
+        path, _, given = args.config.partition(":")
+        combined = ",".join("+".join(given.split(",") + [v]) for v in (args.variants or "VARIANT").split(",")
+                            if v and v not in given.split(","))
+        fail(f"--config {args.config}: give the file only; the variants come from --variants. To apply "
+             f"{given} to every variant, join them with +: --config {path} --variants {combined or given}")
     if not Path(args.config).is_file():
         fail(f"--config {args.config}: no such file (expected configs/<exp>.py)")
     if args.jobs < 1:
