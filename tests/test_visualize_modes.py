@@ -124,6 +124,14 @@ def test_cli_writes_one_png_per_image_and_a_summary(saved, tmp_path, capsys):
             image.load()
             assert image.mode == "RGB"
             assert image.size == sizes["summary" if name.startswith("summary") else "one"]
+    # The run's size, read from the run, draws exactly what the size given explicitly draws.
+    given = tmp_path / "given"
+    assert vm.main(["--checkpoint", str(saved / "stra"), "--images", str(saved / "images"), "--out", str(given),
+                    "--image-size", "64x32"]) == 0
+    assert "(--image-size" in capsys.readouterr().out
+    for name in names:
+        with Image.open(out / name) as a, Image.open(given / name) as b:
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 @pytest.mark.parametrize("case", ["no_stra", "empty", "block", "missing"])
