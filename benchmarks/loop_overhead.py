@@ -11,15 +11,23 @@ For each task's demo config (evaluation off), in one process:
    out); "loop img/s" is every image over the loop's whole training time
    (waits for input and per-epoch checkpoints included, compilation not), from
    the loop's own summary (``training/progress.py``);
-3. ``step`` again, so that machine drift hits both sides; the table shows their mean.
+3. ``step`` again, so that machine drift hits both sides; the table shows their mean;
+4. ``input``: the task's input pipeline alone over the same epochs, its CPU time
+   per image (all threads, ``time.process_time``).
 
 "loop / step" (loop img/s over step img/s) is the share of the step's throughput the loop keeps; "input" the
-time the loop waited for a batch, "checkpoint" the per-epoch saves, both as a
-share of the loop's training time.
+time the loop waited for a batch, "checkpoint" the time its saves blocked it, both as a
+share of the loop's training time. On a host whose cores the step already uses
+(a CPU-only machine), the input pipeline's CPU work is done on the same cores:
+"CPU bound img/s" = 1 / (1 / step img/s + input CPU per image / cores) is the
+most any loop can reach there, and "loop / bound" the share of it this loop
+keeps. On a GPU or TPU host the step does not use the host's cores, and the
+bound is the step.
 
     python benchmarks/loop_overhead.py                        # reid and face demos, 2 epochs
     python benchmarks/loop_overhead.py --tasks face --epochs 3
     python benchmarks/loop_overhead.py --quick                # smoke configs, seconds
+    python benchmarks/loop_overhead.py --tasks reid --epochs 10 --checkpoint-every-epochs 1   # a save per epoch
 """
 from __future__ import annotations
 
@@ -44,12 +52,14 @@ from benchmarks.network_step import cpu_line  # noqa: E402
 CONFIGS = {"reid": "configs/reid_synthetic.py", "face": "configs/face_synthetic.py"}
 
 
-def _config(task: str, quick: bool, epochs: int):
+def _config(task: str, quick: bool, epochs: int, checkpoint_every_epochs: int | None):
     from stra_jax.tools.cli import load_config
 
     config = load_config(os.path.join(REPO, CONFIGS[task]) + (":smoke" if quick else ""))
     config.evals = {}
-    config.train.update(epochs=epochs, frozen_epochs=0, checkpoint_every_epochs=1)
+    config.train.update(epochs=epochs, frozen_epochs=0)
+    if checkpoint_every_epochs:
+        config.train.checkpoint_every_epochs = checkpoint_every_epochs
     if quick:
         config.train.log_every = 1
     return config
@@ -91,6 +101,26 @@ def step_only(config, workdir: str, steps: int) -> float:
         return steps * cfg.batch_size / (time.perf_counter() - start)
 
 
+def input_cpu_per_image(config, workdir: str) -> float:
+    """CPU seconds (all threads) per image of the task's input pipeline alone,
+    over the loop's epochs (each epoch's pipeline built as the loop builds it)."""
+    from stra_jax.tasks import make_task
+
+    cfg = config.train
+    with contextlib.redirect_stdout(io.StringIO()):
+        task = make_task(config, os.path.join(workdir, "input"))
+        task.load()
+    per_epoch = task.steps_per_epoch(cfg.batch_size)
+    start, images = time.process_time(), 0
+    for epoch in range(cfg.epochs):
+        for n, batch in enumerate(task.train_batches(epoch=epoch, start_step=0, global_batch=cfg.batch_size,
+                                                     process_index=0, process_count=1)):
+            images += len(batch["labels"])
+            if n + 1 == per_epoch:
+                break
+    return (time.process_time() - start) / images
+
+
 def loop(config, workdir: str) -> tuple[float, dict[str, float], int]:
     """(median window img/s, the loop's time split in s, steps)."""
     from stra_jax.training.loop import train_and_evaluate
@@ -114,29 +144,36 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--steps", type=int, default=30, help="steps of each step-only measurement")
     parser.add_argument("--quick", action="store_true", help="the tasks' smoke configs (a check, not a figure)")
+    parser.add_argument("--checkpoint-every-epochs", type=int, default=None,
+                        help="override the config's train.checkpoint_every_epochs (default: the config's own)")
     args = parser.parse_args(argv)
 
     rows = []
+    cores = os.cpu_count() or 1
     for task in args.tasks:
-        config = _config(task, args.quick, args.epochs)
+        config = _config(task, args.quick, args.epochs, args.checkpoint_every_epochs)
         with tempfile.TemporaryDirectory() as tmp:
             before = step_only(config, tmp, args.steps)
             rate, split, steps = loop(config, tmp)
             after = step_only(config, tmp, args.steps)
-        rows.append((task, config.train.batch_size, (before + after) / 2, rate, split, steps))
+            cpu = input_cpu_per_image(config, tmp)
+        rows.append((task, config.train.batch_size, (before + after) / 2, rate, split, steps, cpu,
+                     config.train.checkpoint_every_epochs))
 
     print(f"# loop vs step, {cpu_line()}, {jax.devices()[0].platform} x{jax.device_count()}, jax {jax.__version__}")
-    header = (f"{'task':<6}{'batch':>6}{'steps':>7}{'step img/s':>12}{'window img/s':>14}{'loop img/s':>12}"
-              f"{'loop / step':>13}{'input':>8}{'checkpoint':>12}{'compilation s':>15}")
+    header = (f"{'task':<6}{'batch':>6}{'steps':>7}{'ckpt every':>11}{'step img/s':>12}{'window img/s':>14}"
+              f"{'loop img/s':>12}{'loop / step':>13}{'input':>8}{'checkpoint':>12}{'compilation s':>15}"
+              f"{'input CPU ms/img':>18}{'CPU bound img/s':>17}{'loop / bound':>14}")
     print(header)
     print("-" * len(header))
-    for task, batch, step_rate, window_rate, split, steps in rows:
+    for task, batch, step_rate, window_rate, split, steps, cpu, every in rows:
         train_time = split.get("step", 0.0) + split.get("input", 0.0) + split.get("checkpoint", 0.0)
         loop_rate = steps * batch / max(train_time, 1e-9)
         share = {k: 100 * split.get(k, 0.0) / max(train_time, 1e-9) for k in ("input", "checkpoint")}
-        print(f"{task:<6}{batch:>6}{steps:>7}{step_rate:>12.1f}{window_rate:>14.1f}{loop_rate:>12.1f}"
+        bound = 1.0 / (1.0 / step_rate + cpu / cores)
+        print(f"{task:<6}{batch:>6}{steps:>7}{every:>8} ep{step_rate:>12.1f}{window_rate:>14.1f}{loop_rate:>12.1f}"
               f"{loop_rate / step_rate:>13.2f}{share['input']:>7.1f}%{share['checkpoint']:>11.1f}%"
-              f"{split.get('compilation', 0.0):>15.1f}")
+              f"{split.get('compilation', 0.0):>15.1f}{1000 * cpu:>18.2f}{bound:>17.1f}{loop_rate / bound:>14.2f}")
 
 
 if __name__ == "__main__":

@@ -218,3 +218,28 @@ def test_corrupt_image_named_or_skipped(tmp_path):
         check_images(recs)
     kept, skipped = check_images(recs, skip_corrupt=True)
     assert len(kept) == 2 and skipped == [recs[1].path]
+
+
+def test_input_threads_leave_the_cores_to_the_step_on_a_cpu_backend(monkeypatch):
+    """On a CPU-only backend a pipeline gets a quarter of the cores (at least 1),
+    not tf.data's thread per core; STRA_JAX_INPUT_THREADS overrides, 0 = tf.data's own."""
+    import os
+
+    import tensorflow as tf
+
+    from stra_jax.data import iterate
+
+    monkeypatch.delenv(iterate.INPUT_THREADS_ENV, raising=False)
+    assert iterate.input_threads() == max(1, (os.cpu_count() or 1) // 4)  # the suite runs on CPU
+    ds = iterate.with_input_threads(tf.data.Dataset.range(6).batch(2))
+    assert ds.options().threading.private_threadpool_size == iterate.input_threads()
+    assert [b.tolist() for b in iterate.numpy_iterator(ds, (), str)] == [[0, 1], [2, 3], [4, 5]]
+    monkeypatch.setenv(iterate.INPUT_THREADS_ENV, "3")
+    assert iterate.input_threads() == 3
+    monkeypatch.setenv(iterate.INPUT_THREADS_ENV, "0")
+    assert iterate.input_threads() is None
+    plain = tf.data.Dataset.range(2)
+    assert iterate.with_input_threads(plain) is plain
+    monkeypatch.setenv(iterate.INPUT_THREADS_ENV, "many")
+    with pytest.raises(ValueError, match="STRA_JAX_INPUT_THREADS='many': expected an integer >= 0"):
+        iterate.input_threads()

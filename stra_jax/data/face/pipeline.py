@@ -26,7 +26,7 @@ import tensorflow as tf
 from stra_jax.data import hide_gpus_from_tf
 from stra_jax.data.face.dataset import FaceTrainSet
 from stra_jax.data.image_check import decode_error
-from stra_jax.data.iterate import numpy_iterator
+from stra_jax.data.iterate import numpy_iterator, with_input_threads
 from stra_jax.data.samplers import Sampler, host_epoch_slice, sampler_for
 
 
@@ -121,4 +121,4 @@ def verification_batches(images: Sequence[bytes], *, batch_size: int,
     ds = tf.data.Dataset.from_tensor_slices(np.array(padded, dtype=object))
     ds = ds.map(lambda e: normalize_face(decode_face(e, image_size)), num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+    return with_input_threads(ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)).as_numpy_iterator()
