@@ -23,13 +23,9 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable, Generic, Iterator, TypeVar, overload
 
+from stra_jax.utils import ConfigError
+
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work (a ``ValueError``): the command-line tools
-    exit with status 2 for it, as for a bad flag; errors of the data or the
-    files it names exit with 1."""
 
 
 class UnknownNameError(ConfigError):

@@ -33,6 +33,12 @@ def as_path(path: AnyPath) -> epath.Path:
     return epath.Path(text if is_remote(text) else os.path.abspath(text))
 
 
+class ConfigError(ValueError):
+    """A config value that cannot work (a ``ValueError``): the command-line tools
+    exit with status 2 for it, as for a bad flag; errors of the data or the
+    files it names exit with 1."""
+
+
 class SizeError(ValueError, argparse.ArgumentTypeError):
     """A bad image size on the command line: a ValueError for callers, and
     argparse prints its message when ``parse_size`` is an argument's ``type``."""
@@ -180,4 +186,4 @@ def check_moved_keys(section: Mapping[str, Any], moved: Mapping[str, str], prefi
     old key -> where it lives now; ``note`` follows the message)."""
     for old, new in moved.items():
         if old in section:
-            raise ValueError(f"{prefix}.{old} has moved: write it as {new}" + (f"; {note}" if note else ""))
+            raise ConfigError(f"{prefix}.{old} has moved: write it as {new}" + (f"; {note}" if note else ""))

@@ -255,7 +255,8 @@ def check_invocation(inv: Invocation, require_config: bool = True) -> list[str]:
     if inv.tool:
         problems += check_flags(inv)
     if inv.module in CONFIG_TOOLS:
-        problems += check_config_tool(inv, require_config)
+        # eval.py takes the run's own config when --config is left out
+        problems += check_config_tool(inv, require_config and inv.module != "stra_jax.tools.evaluate")
     elif inv.module == SWEEP_TOOL:
         problems += check_sweep(inv, require_config)
     return problems

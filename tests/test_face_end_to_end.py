@@ -64,7 +64,7 @@ def test_eval_cli_table_json_and_roc(trained, tmp_path):
     assert len(metrics["face/synthetic_cfp/roc"]["fpr"]) == 400
     for name in ("synthetic_lfw", "synthetic_cfp"):
         with Image.open(tmp_path / f"roc_{name}.png") as im:
-            assert im.size == (450, 450)
+            assert im.size == (500, 450)
 
 
 def test_bad_margin_and_loss_fail_before_writing(tmp_path):

@@ -100,7 +100,7 @@ def test_a_build_of_another_synthetic_spec_is_refused_and_nothing_generated(synt
     differing spec fields; a build without a recorded spec is refused too."""
     from configs import reid_synthetic
     from stra_jax.tasks import make_task
-    from stra_jax.registry import ConfigError
+    from stra_jax.utils import ConfigError
 
     _, _, data_dir = synthetic
 

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from absl import flags
 
-from stra_jax.registry import ConfigError
+from stra_jax.utils import ConfigError
 
 HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "--helpfull", "-?")
 

@@ -63,9 +63,8 @@ def run_and_config(config, checkpoint: str, override: bool = False):
     import ml_collections
 
     from stra_jax.models.io import resolve_model_dir
-    from stra_jax.registry import ConfigError
     from stra_jax.tools.run_inputs import config_differences, run_config
-    from stra_jax.utils import as_json
+    from stra_jax.utils import ConfigError, as_json
 
     model_dir, workdir = resolve_model_dir(checkpoint)
     recorded, source = run_config(model_dir, workdir)
@@ -93,10 +92,18 @@ def run(config, checkpoint: str, output: str | None, visualize_ranks: int = 0, o
     from stra_jax.models import load_model
     from stra_jax.models.io import read_model_spec
     from stra_jax.tasks import make_task
-    from stra_jax.utils import as_path, write_json_atomic
+    from stra_jax.utils import ConfigError, as_path, write_json_atomic
 
+    recorded = config is None
     model_dir, workdir, config = run_and_config(config, checkpoint, override)
-    task = make_task(config, workdir)
+    try:
+        task = make_task(config, workdir)
+    except ConfigError as err:
+        if not recorded:
+            raise
+        raise ConfigError(f"the run's recorded config does not load in this version ({err}); it was written by an "
+                          "older one: pass the config file it was trained with, --config configs/<exp>.py[:variant]"
+                          ) from None
     print(task.load())
     evaluators = task.evaluators()
     if not evaluators:

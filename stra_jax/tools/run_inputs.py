@@ -85,7 +85,9 @@ def _flat(value: Any, prefix: str) -> dict[str, Any]:
 def config_differences(given: dict[str, Any], recorded: dict[str, Any],
                        keys: tuple[str, ...] = EVAL_KEYS) -> list[str]:
     """``"key: given vs recorded"`` for each leaf under ``keys`` (dotted) where
-    two configs (as dicts) differ; a leaf one of them lacks counts as differing."""
+    two configs (as dicts) differ. A leaf the recorded config lacks is not
+    compared: the run was written by a version without that option (which
+    behaved as its default does now); a leaf only the recorded one has differs."""
     def pick(config: dict[str, Any]) -> dict[str, Any]:
         flat = _flat(config, "")
         return {k: v for k, v in flat.items() if any(k == p or k.startswith(p + ".") for p in keys)
@@ -93,5 +95,5 @@ def config_differences(given: dict[str, Any], recorded: dict[str, Any],
 
     mine, theirs = pick(given), pick(recorded)
     missing = object()
-    return [f"{k}: {mine.get(k, '(absent)')!r} vs {theirs.get(k, '(absent)')!r}"
-            for k in sorted(set(mine) | set(theirs)) if mine.get(k, missing) != theirs.get(k, missing)]
+    return [f"{k}: {mine.get(k, '(absent)')!r} vs {theirs[k]!r}"
+            for k in sorted(theirs) if mine.get(k, missing) != theirs[k]]

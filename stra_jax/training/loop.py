@@ -31,7 +31,6 @@ from stra_jax.models import abstract_variables, create_model, frozen_param_mask,
 from stra_jax.models.io import (MODEL_BEST, MODEL_LAST, copy_model_dir, load_variables, read_model_spec, save_model,
                                 update_model_info)
 from stra_jax.models.transplant import TransplantReport, resolve_init_source, transplant
-from stra_jax.registry import ConfigError
 from stra_jax.sharding import gather_to_host, make_mesh, prefetch_to_mesh, state_shardings
 from stra_jax.tasks import make_task
 from stra_jax.training import checkpoint
@@ -44,7 +43,7 @@ from stra_jax.training.state import TrainState
 from stra_jax.training.step import check_micro_batches, make_train_step, micro_batches
 from stra_jax.training.validate import check_train_config, check_workdir
 from stra_jax.training.writers import MetricWriter
-from stra_jax.utils import as_path, write_json_atomic
+from stra_jax.utils import ConfigError, as_path, write_json_atomic
 
 __all__ = ["Interrupted", "NonFiniteLoss", "train_and_evaluate"]
 

@@ -8,10 +8,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from stra_jax.registry import ConfigError
 from stra_jax.training.optim import check_optimizer_config
 from stra_jax.training.schedules import check_schedule_config
-from stra_jax.utils import as_path, is_remote
+from stra_jax.utils import ConfigError, as_path, is_remote
 
 # key of config.train -> (lowest allowed value, whether it must be an integer)
 _TRAIN_MINIMA: dict[str, tuple[float, bool]] = {

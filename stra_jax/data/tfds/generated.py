@@ -20,7 +20,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from stra_jax.data.generated import SPEC_FILE, GeneratedSpec, spec_differences
-from stra_jax.registry import ConfigError
+from stra_jax.utils import ConfigError
 
 RECORDED_SPEC = "generated_spec.json"
 
