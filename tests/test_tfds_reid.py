@@ -183,6 +183,8 @@ def test_train_with_tfds_source_then_eval_with_folder_source(tmp_path):
                          cwd=REPO, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "read from TFDS" in run.stdout and (workdir / "data" / "tfds" / "synthetic_reid").is_dir()
+    # TFDS's progress bars (which draw "Generating splits..." and "examples/s" when on) stay out of the log
+    assert "Generating splits" not in run.stderr and "examples/s" not in run.stderr
     logged = json.loads((workdir / "final_metrics.json").read_text())
     out = tmp_path / "eval.json"
     ev = subprocess.run([sys.executable, "eval.py", "--config", "configs/reid_synthetic.py:smoke", "--checkpoint",
