@@ -273,6 +273,14 @@ def _train(config, workdir: epath.Path, guard: SignalGuard, progress: dict[str, 
     resume_hint = "rerun the same command to resume"
     stream = None
     compiled: set[Any] = set()  # the jitted steps already called in this session
+
+    def evaluates(epoch: int, at: int) -> bool:
+        return bool(evaluators) and (epoch % cfg.eval_every_epochs == 0 or at == total_steps)
+
+    def saves_or_evaluates(epoch: int, at: int) -> bool:
+        """Whether the end of ``epoch`` (at step ``at``) saves a checkpoint or evaluates."""
+        return evaluates(epoch, at) or epoch % cfg.checkpoint_every_epochs == 0 or at == total_steps
+
     try:
         if pending_eval:
             print(f"step {step}: its evaluation did not finish; running it first")
@@ -299,8 +307,10 @@ def _train(config, workdir: epath.Path, guard: SignalGuard, progress: dict[str, 
                     pending.append((step, metrics))
                     mid_epoch = step % per_epoch != 0  # epoch ends are saved below, with metrics
                     save_now = bool(cfg.checkpoint_every_steps) and step % cfg.checkpoint_every_steps == 0
-                    # Flush (which checks the loss is finite) before any save: no NaN state is saved.
-                    if step % cfg.log_every == 0 or not mid_epoch or save_now or guard.requested:
+                    # Flush (which checks the loss is finite) before any save or evaluation: no NaN state
+                    # is saved. Other epoch ends do not print a line (7-step epochs would print every 7).
+                    if (step % cfg.log_every == 0 or save_now or guard.requested
+                            or (not mid_epoch and saves_or_evaluates(step // per_epoch, step))):
                         flush_metrics(pending, writer, step, clock, shown)
                     if mid_epoch and (save_now or guard.requested):
                         save(step)
@@ -310,7 +320,7 @@ def _train(config, workdir: epath.Path, guard: SignalGuard, progress: dict[str, 
                     if not mid_epoch:
                         break
                 epoch_done = step // per_epoch
-                evaluate_now = bool(evaluators) and (epoch_done % cfg.eval_every_epochs == 0 or step == total_steps)
+                evaluate_now = evaluates(epoch_done, step)
                 if guard.requested:  # epoch end: save it; its evaluation (if due) runs on resume
                     save(step, pending_eval=evaluate_now)
                     raise guard.interrupted(f"at step {step} (end of epoch {epoch_done}): checkpoint saved in "
