@@ -79,8 +79,8 @@ def run_and_config(config, checkpoint: str, override: bool = False):
         if differ:
             shown = "; ".join(differ[:8]) + (f"; and {len(differ) - 8} more" if len(differ) > 8 else "")
             raise ConfigError(f"--config differs from the run's config {source} (given vs recorded): {shown}. "
-                             "Leave out --config to evaluate as the run was trained, or add --override_config "
-                             "to evaluate with the given one")
+                              "Leave out --config to evaluate as the run was trained, or add --override_config "
+                              "to evaluate with the given one")
     return model_dir, workdir, config
 
 

@@ -159,7 +159,7 @@ def _train(config, workdir: epath.Path, guard: SignalGuard, progress: dict[str, 
     mesh = make_mesh()
     if cfg.batch_size % (cfg.accum_steps * mesh.devices.size):
         raise ConfigError(f"train.batch_size={cfg.batch_size} must divide into accum_steps={cfg.accum_steps} "
-                         f"micro-batches over {mesh.devices.size} devices")
+                          f"micro-batches over {mesh.devices.size} devices")
     group_size = task.sampler.group_size  # examples each micro-batch keeps together (1: no grouping)
     check_micro_batches(cfg.batch_size, cfg.accum_steps, group_size)
     evaluators = task.evaluators()
