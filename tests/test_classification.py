@@ -184,6 +184,11 @@ def test_train_dataset_is_deterministic_resumable_and_labelled_in_sampler_order(
     assert labels.tolist() == [examples[i].label for i in order]
     other = list(train_dataset(examples, **dict(kw, epoch=3)).as_numpy_iterator())
     assert not all(np.array_equal(a["images"], b["images"]) for a, b in zip(full, other))
+    stream = batches(start_step=1, epochs=2)  # one pipeline for epochs 2 and 3
+    assert len(stream) == 3
+    for a, b in zip(stream, resumed + other):
+        np.testing.assert_array_equal(a["images"], b["images"])
+        np.testing.assert_array_equal(a["labels"], b["labels"])
 
 
 # ---- the folder reader ----

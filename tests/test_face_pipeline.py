@@ -90,6 +90,14 @@ def test_pipeline_order_resume_hosts_and_normalisation(tmp_path):
     for step in range(3):
         np.testing.assert_array_equal(np.concatenate([halves[0][step]["images"], halves[1][step]["images"]]),
                                       full[step]["images"])
+    # One pipeline for epochs 1-3 from step 1: the per-epoch pipelines' batches, in order.
+    stream = _batches(train, start_step=1, epochs=3, flip=True)
+    separate = (_batches(train, start_step=1, flip=True) + _batches(train, epoch=2, flip=True)
+                + _batches(train, epoch=3, flip=True))
+    assert len(stream) == len(separate) == 8
+    for a, b in zip(stream, separate):
+        np.testing.assert_array_equal(a["images"], b["images"])
+        np.testing.assert_array_equal(a["labels"], b["labels"])
 
 
 def test_flip_is_per_example_and_deterministic(tmp_path):

@@ -176,6 +176,20 @@ def test_train_pipeline_is_deterministic_resumable_and_host_split(tmp_path):
         other_epoch[0]["images"], full[0]["images"])
 
 
+def test_one_pipeline_for_many_epochs_gives_each_epochs_own_batches(tmp_path):
+    recs = _records(tmp_path)
+    kw = dict(global_batch=4, image_size=(32, 16), seed=3, process_index=1, process_count=2)
+    stream = _batches(train_dataset(recs, epoch=1, start_step=1, epochs=3, **kw))
+    separate = (_batches(train_dataset(recs, epoch=1, start_step=1, **kw)) + _batches(train_dataset(recs, epoch=2, **kw))
+                + _batches(train_dataset(recs, epoch=3, **kw)))
+    assert len(stream) == len(separate) == 2 + 3 + 3
+    for a, b in zip(stream, separate):
+        np.testing.assert_array_equal(a["images"], b["images"])
+        np.testing.assert_array_equal(a["labels"], b["labels"])
+    with pytest.raises(ValueError, match="epochs=0"):
+        train_dataset(recs, epochs=0, **kw)
+
+
 def test_augmentation_flip_crop_and_erasing(tmp_path):
     recs = _records(tmp_path, n=8)
     plain = _batches(train_dataset(recs, global_batch=8, image_size=(32, 16), augmentation=Augment(

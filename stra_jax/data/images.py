@@ -8,7 +8,7 @@ torchvision's ImageNet models.
 """
 from __future__ import annotations
 
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -17,7 +17,7 @@ from stra_jax.data.image_check import first_bad_image
 from stra_jax.data.iterate import numpy_iterator
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "decode_image", "decode_raw", "encoded_images", "load_image",
-           "normalize", "numpy_batches"]
+           "normalize", "numpy_batches", "sliced_examples"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -67,12 +67,45 @@ def encoded_images(paths: np.ndarray, extras: tuple[np.ndarray, ...],
         ds = tf.data.Dataset.from_tensor_slices((paths, *extras))
         return ds.map(lambda path, *rest: (tf.io.read_file(path), *rest),
                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return tf.data.Dataset.from_tensor_slices((held_bytes(paths, images), *extras))
+
+
+def held_bytes(paths: Sequence[str], images: Mapping[str, bytes]) -> np.ndarray:
+    """The bytes held in ``images`` under each of ``paths``, as an object array
+    (n,); a path with none is an error naming it."""
     missing = [p for p in dict.fromkeys(paths) if p not in images]
     if missing:
         raise ValueError(f"{missing[0]}: no such image in the dataset's records "
                          f"({len(missing)} of {len(paths)} paths missing)")
-    encoded = np.array([images[p] for p in paths], dtype=object)
-    return tf.data.Dataset.from_tensor_slices((encoded, *extras))
+    return np.array([images[p] for p in paths], dtype=object)
+
+
+def sliced_examples(paths: Sequence[str], extras: tuple[np.ndarray, ...],
+                    slices: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]],
+                    images: Mapping[str, bytes] | None = None) -> tf.data.Dataset:
+    """Elements ``(encoded image, *(extra[i] for extra in extras), seed)`` for
+    each (index i, seed (2,)) of the slices that ``slices()`` yields (arrays
+    ``(n,)`` and ``(n, 2)``, e.g. ``samplers.host_run_slices``), in order.
+
+    One pipeline for a whole run: the slices (an epoch each) are drawn by one
+    generator call as the pipeline reaches them, and the per-example functions
+    are traced once, where a pipeline per epoch traced them every epoch (about
+    0.2 s of CPU per epoch, more than the images of a 7-step epoch cost to
+    decode and augment; ``benchmarks/loop_overhead.py``). The image bytes are
+    the file ``paths[i]`` (read by tf.data's parallel map) or, with ``images``
+    (TFDS source), the bytes held under that path."""
+    index_spec = (tf.TensorSpec((None,), tf.int64), tf.TensorSpec((None, 2), tf.int64))
+    ds = tf.data.Dataset.from_generator(slices, output_signature=index_spec)
+    ds = ds.flat_map(lambda index, seed: tf.data.Dataset.from_tensor_slices((index, seed)))
+    columns = tuple(tf.constant(extra) for extra in extras)
+    if images is None:
+        path_table = tf.constant(np.asarray(paths, dtype=object).astype(str))
+        encoded = lambda index: tf.io.read_file(tf.gather(path_table, index))  # noqa: E731
+    else:
+        byte_table = tf.constant(held_bytes(paths, images))
+        encoded = lambda index: tf.gather(byte_table, index)  # noqa: E731
+    return ds.map(lambda index, seed: (encoded(index), *(tf.gather(c, index) for c in columns), seed),
+                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def normalize(image: tf.Tensor) -> tf.Tensor:

@@ -35,14 +35,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Iterator, Mapping, Protocol
 
 import numpy as np
 
 from stra_jax.registry import Registry
 
 __all__ = ["SAMPLERS", "PKSampler", "RandomSampler", "Sampler", "build_sampler", "check_sampler_config", "host_epoch_slice",
-           "sampler_for"]
+           "host_run_slices", "sampler_for"]
 
 
 class Sampler(Protocol):
@@ -290,3 +290,23 @@ def host_epoch_slice(sampler: Sampler, global_batch: int, seed: int, epoch: int,
     order, positions = order[start_step:, host].ravel(), positions[start_step:, host].ravel()
     seeds = np.stack([np.full_like(positions, seed * 1_000_003 + epoch), positions], axis=1).astype(np.int64)
     return order, seeds
+
+
+def host_run_slices(sampler: Sampler, global_batch: int, seed: int, epoch: int, start_step: int, epochs: int,
+                    process_index: int, process_count: int) -> Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]:
+    """A function yielding :func:`host_epoch_slice` of epochs ``epoch`` ..
+    ``epoch + epochs - 1``, the first from ``start_step`` on, each drawn when
+    the consumer reaches it: what one input pipeline for a whole run reads
+    (its epochs are the ones separate per-epoch pipelines would give, batch
+    for batch; ``tf.data.Dataset.from_generator`` calls it). The arguments are
+    checked here, not when a pipeline first pulls a slice."""
+    if epochs < 1:
+        raise ValueError(f"epochs={epochs}: expected at least 1")
+    first = host_epoch_slice(sampler, global_batch, seed, epoch, start_step, process_index, process_count)
+
+    def slices() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        yield first
+        for e in range(epoch + 1, epoch + epochs):
+            yield host_epoch_slice(sampler, global_batch, seed, e, 0, process_index, process_count)
+
+    return slices

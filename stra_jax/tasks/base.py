@@ -12,6 +12,8 @@ to read its data, its loss and its evaluators:
 * ``train_batches(...)`` yields this host's slice of each global batch, a dict
   of NumPy arrays (``images`` (b, H, W, 3) plus whatever the loss reads),
   deterministic in (seed, epoch, step) so that a resumed run is exact;
+  ``train_stream(...)``, what the trainer reads, gives the same batches for
+  many epochs (by default one ``train_batches`` pipeline after another);
 * ``loss(outputs, batch, collections)`` -> ``(scalar loss, {name: scalar})``
   is traced inside the jitted train step: ``outputs`` is the model contract's
   dict, ``collections`` the mutable collections of the forward pass
@@ -29,7 +31,7 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Mapping
+from typing import Any, ClassVar, Iterable, Iterator, Mapping
 
 import jax
 import numpy as np
@@ -151,6 +153,29 @@ class Task(abc.ABC):
     def train_batches(self, *, epoch: int, start_step: int, global_batch: int, process_index: int,
                       process_count: int) -> Iterable[dict[str, np.ndarray]]:
         """This host's slices of the epoch's global batches, from ``start_step`` on."""
+
+    def train_stream(self, *, epoch: int, start_step: int, epochs: int, global_batch: int, process_index: int,
+                     process_count: int) -> Iterator[dict[str, np.ndarray]]:
+        """This host's slices of the global batches of ``epochs`` epochs from
+        ``epoch`` on, from ``start_step`` of the first: what the trainer reads,
+        the batches :meth:`train_batches` gives epoch by epoch. This default
+        builds each epoch's pipeline when the previous one runs out; a task
+        whose pipeline can run through many epochs overrides it with one
+        pipeline for them all (the built-in tasks do: a pipeline costs about
+        0.2 s of CPU to build, as much as a short epoch's input)."""
+        per_epoch = self.steps_per_epoch(global_batch)
+        for e in range(epoch, epoch + epochs):
+            first = start_step if e == epoch else 0
+            count = 0
+            for batch in self.train_batches(epoch=e, start_step=first, global_batch=global_batch,
+                                            process_index=process_index, process_count=process_count):
+                yield batch
+                count += 1
+                if count == per_epoch - first:
+                    break
+            if count != per_epoch - first:
+                raise ValueError(f"epoch {e} of the {type(self).__name__} gave {first + count} training "
+                                 f"batches, expected {per_epoch} (steps_per_epoch at batch size {global_batch})")
 
     @abc.abstractmethod
     def loss(self, outputs: dict[str, jax.Array], batch: dict[str, jax.Array],

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import jax
 import numpy as np
@@ -111,20 +111,35 @@ class ClassificationTask(Task):
 
     def train_batches(self, *, epoch: int, start_step: int, global_batch: int, process_index: int,
                       process_count: int) -> Iterable[dict[str, np.ndarray]]:
-        from stra_jax.data.classification.pipeline import ClassAugment, train_dataset
+        kw = dict(epoch=epoch, start_step=start_step, global_batch=global_batch, process_index=process_index,
+                  process_count=process_count)
+        if not self.streamed:
+            return self.train_stream(epochs=1, **kw)
+        self._check_streamed_sampler()
+        return self.dataset.numpy_train_batches(image_size=tuple(self.config.input.image_size),
+                                                seed=self.config.seed, augmentation=self._augmentation(), **kw)
+
+    def train_stream(self, *, epoch: int, start_step: int, epochs: int, global_batch: int, process_index: int,
+                     process_count: int) -> Iterator[dict[str, np.ndarray]]:
+        """Folder source: one pipeline for all ``epochs``; streamed TFDS (epochs of
+        ImageNet size): a pipeline per epoch (the default)."""
+        from stra_jax.data.classification.pipeline import train_dataset
         from stra_jax.data.images import numpy_batches
 
-        cfg = self.config.input
-        augment = cfg.get("augment")
-        augmentation = ClassAugment(**(augment.to_dict() if augment else {}))
-        kw = dict(global_batch=global_batch, image_size=tuple(cfg.image_size), seed=self.config.seed, epoch=epoch,
-                  start_step=start_step, augmentation=augmentation, process_index=process_index,
+        kw = dict(epoch=epoch, start_step=start_step, global_batch=global_batch, process_index=process_index,
                   process_count=process_count)
         if self.streamed:
-            self._check_streamed_sampler()
-            return self.dataset.numpy_train_batches(**kw)
-        ds = train_dataset(self.dataset.train, images=self.dataset.images, sampler=self.sampler, **kw)
+            return super().train_stream(epochs=epochs, **kw)
+        ds = train_dataset(self.dataset.train, images=self.dataset.images, sampler=self.sampler, epochs=epochs,
+                           image_size=tuple(self.config.input.image_size), seed=self.config.seed,
+                           augmentation=self._augmentation(), **kw)
         return numpy_batches(ds, [e.path for e in self.dataset.train], self.dataset.images)
+
+    def _augmentation(self) -> Any:
+        from stra_jax.data.classification.pipeline import ClassAugment
+
+        augment = self.config.input.get("augment")
+        return ClassAugment(**(augment.to_dict() if augment else {}))
 
     def loss(self, outputs: dict[str, jax.Array], batch: dict[str, jax.Array],
              collections: Mapping[str, Any]) -> tuple[jax.Array, dict[str, jax.Array]]:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import jax
 import numpy as np
@@ -155,9 +155,6 @@ class FaceTask(Task):
 
     def train_batches(self, *, epoch: int, start_step: int, global_batch: int, process_index: int,
                       process_count: int) -> Iterable[dict[str, np.ndarray]]:
-        from stra_jax.data.face.pipeline import numpy_train_batches
-
-        cfg = self.config.input
         train = self.dataset.train
         if hasattr(train, "in_order"):  # the TFDS source: read the epoch's order ahead in chunks
             from stra_jax.data.samplers import host_epoch_slice
@@ -165,11 +162,25 @@ class FaceTask(Task):
             order, _ = host_epoch_slice(self.sampler, global_batch, self.config.seed, epoch, start_step,
                                         process_index, process_count)
             train = train.in_order(order)
-        return numpy_train_batches(train, global_batch=global_batch,
-                                   image_size=tuple(cfg.image_size), seed=self.config.seed, epoch=epoch,
-                                   start_step=start_step, flip=cfg.get("flip", True),
-                                   process_index=process_index, process_count=process_count,
-                                   sampler=self.sampler)
+        return self._batches(train, epoch=epoch, start_step=start_step, epochs=1, global_batch=global_batch,
+                             process_index=process_index, process_count=process_count)
+
+    def train_stream(self, *, epoch: int, start_step: int, epochs: int, global_batch: int, process_index: int,
+                     process_count: int) -> Iterator[dict[str, np.ndarray]]:
+        """RecordIO and folders: one pipeline for all ``epochs``; the TFDS source,
+        which reads each epoch's order ahead, a pipeline per epoch (the default)."""
+        kw = dict(epoch=epoch, start_step=start_step, epochs=epochs, global_batch=global_batch,
+                  process_index=process_index, process_count=process_count)
+        if hasattr(self.dataset.train, "in_order"):
+            return super().train_stream(**kw)
+        return self._batches(self.dataset.train, **kw)
+
+    def _batches(self, train: Any, **kw: Any) -> Iterator[dict[str, np.ndarray]]:
+        from stra_jax.data.face.pipeline import numpy_train_batches
+
+        cfg = self.config.input
+        return numpy_train_batches(train, image_size=tuple(cfg.image_size), seed=self.config.seed,
+                                   flip=cfg.get("flip", True), sampler=self.sampler, **kw)
 
     def loss(self, outputs: dict[str, jax.Array], batch: dict[str, jax.Array],
              collections: Mapping[str, Any]) -> tuple[jax.Array, dict[str, jax.Array]]:

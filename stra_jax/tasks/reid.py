@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import jax
 import numpy as np
@@ -100,11 +100,17 @@ class ReIDTask(Task):
 
     def train_batches(self, *, epoch: int, start_step: int, global_batch: int, process_index: int,
                       process_count: int) -> Iterable[dict[str, np.ndarray]]:
+        return self.train_stream(epoch=epoch, start_step=start_step, epochs=1, global_batch=global_batch,
+                                 process_index=process_index, process_count=process_count)
+
+    def train_stream(self, *, epoch: int, start_step: int, epochs: int, global_batch: int, process_index: int,
+                     process_count: int) -> Iterator[dict[str, np.ndarray]]:
+        """One pipeline for all ``epochs`` (``data/reid/pipeline.py``)."""
         from stra_jax.data.reid.pipeline import Augment, numpy_batches, train_dataset
 
         cfg = self.config.input
         ds = train_dataset(self.dataset.train, global_batch=global_batch, image_size=tuple(cfg.image_size),
-                           seed=self.config.seed, epoch=epoch, start_step=start_step,
+                           seed=self.config.seed, epoch=epoch, start_step=start_step, epochs=epochs,
                            augmentation=Augment(**cfg.augment.to_dict()), process_index=process_index,
                            process_count=process_count, images=self.dataset.images, sampler=self.sampler)
         return numpy_batches(ds, [r.path for r in self.dataset.train], self.dataset.images)

@@ -349,23 +349,21 @@ def _train(config, workdir: epath.Path, guard: SignalGuard, progress: dict[str, 
 
 
 def run_batches(task: Any, batch_size: int, step: int, per_epoch: int, total_steps: int) -> Iterator[Any]:
-    """This host's training batches from ``step`` to ``total_steps``, epoch after
-    epoch (``Task.train_batches``, each epoch's pipeline built when the previous
-    one runs out). An epoch that yields another number of batches than
-    ``per_epoch`` (``Task.steps_per_epoch``) is an error of the task."""
-    while step < total_steps:
-        epoch, in_epoch = divmod(step, per_epoch)
-        count = 0
-        for batch in task.train_batches(epoch=epoch, start_step=in_epoch, global_batch=batch_size,
-                                        process_index=jax.process_index(), process_count=jax.process_count()):
-            yield batch
-            count += 1
-            if count == per_epoch - in_epoch:
-                break
-        if count != per_epoch - in_epoch:
-            raise ValueError(f"epoch {epoch} of the {type(task).__name__} gave {in_epoch + count} training "
-                             f"batches, expected {per_epoch} (steps_per_epoch at batch size {batch_size})")
-        step = (epoch + 1) * per_epoch
+    """This host's training batches from ``step`` to ``total_steps``
+    (``Task.train_stream``: one pipeline for the rest of the run where the task
+    has one). A stream that ends early is an error of the task."""
+    epoch, in_epoch = divmod(step, per_epoch)
+    epochs = -(-total_steps // per_epoch) - epoch
+    if epochs < 1:
+        return
+    for batch in task.train_stream(epoch=epoch, start_step=in_epoch, epochs=epochs, global_batch=batch_size,
+                                   process_index=jax.process_index(), process_count=jax.process_count()):
+        yield batch
+        step += 1
+        if step == total_steps:
+            return
+    raise ValueError(f"the {type(task).__name__}'s training batches ended at step {step}, expected "
+                     f"{total_steps} ({per_epoch} steps per epoch at batch size {batch_size})")
 
 
 def check_first_batch(task, cfg, seed: int, step: int, per_epoch: int, group_size: int) -> None:

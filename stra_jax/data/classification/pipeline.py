@@ -26,8 +26,8 @@ import tensorflow as tf
 
 from stra_jax.data import hide_gpus_from_tf
 from stra_jax.data.classification.dataset import Example
-from stra_jax.data.images import decode_raw, encoded_images, normalize
-from stra_jax.data.samplers import Sampler, host_epoch_slice, sampler_for
+from stra_jax.data.images import decode_raw, encoded_images, normalize, sliced_examples
+from stra_jax.data.samplers import Sampler, host_run_slices, sampler_for
 
 CROPS = ("inception", "resize")
 
@@ -96,21 +96,23 @@ def augment(image: tf.Tensor, seed: tf.Tensor, image_size: tuple[int, int], cfg:
 
 
 def train_dataset(examples: Sequence[Example], *, global_batch: int, image_size: tuple[int, int], seed: int = 0,
-                  epoch: int = 0, start_step: int = 0, augmentation: ClassAugment = ClassAugment(),
+                  epoch: int = 0, start_step: int = 0, epochs: int = 1, augmentation: ClassAugment = ClassAugment(),
                   process_index: int = 0, process_count: int = 1, images: Mapping[str, bytes] | None = None,
                   sampler: Sampler | None = None) -> tf.data.Dataset:
-    """One epoch of this host's batches from ``start_step``: {"images": (b, H, W, 3)
-    float32, "labels": (b,) int32}, b = global_batch / process_count."""
+    """This host's batches of ``epochs`` epochs from ``epoch``, from ``start_step``
+    of the first: {"images": (b, H, W, 3) float32, "labels": (b,) int32}, b =
+    global_batch / process_count; one pipeline (``data.images.sliced_examples``)."""
     hide_gpus_from_tf()
-    order, seeds = host_epoch_slice(sampler_for(sampler, len(examples)), global_batch, seed, epoch, start_step,
-                                    process_index, process_count)
-    paths = np.array([examples[i].path for i in order], dtype=object).astype(str)
-    labels = np.array([examples[i].label for i in order], dtype=np.int32)
+    sampler = sampler_for(sampler, len(examples))
+    paths = [e.path for e in examples]
+    labels = np.array([e.label for e in examples], dtype=np.int32)
+
+    slices = host_run_slices(sampler, global_batch, seed, epoch, start_step, epochs, process_index, process_count)
 
     def load(encoded, label, example_seed):
         return {"images": augment(decode_raw(encoded), example_seed, image_size, augmentation), "labels": label}
 
-    ds = encoded_images(paths, (labels, seeds), images)
+    ds = sliced_examples(paths, (labels,), slices, images)
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(global_batch // process_count, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 

@@ -18,7 +18,7 @@ Evaluation: ``verification_batches`` streams the decoded, normalised images of a
 from __future__ import annotations
 
 import math
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -27,7 +27,7 @@ from stra_jax.data import hide_gpus_from_tf
 from stra_jax.data.face.dataset import FaceTrainSet
 from stra_jax.data.image_check import decode_error
 from stra_jax.data.iterate import numpy_iterator, with_input_threads
-from stra_jax.data.samplers import Sampler, host_epoch_slice, sampler_for
+from stra_jax.data.samplers import Sampler, host_run_slices, sampler_for
 
 
 FACE_MEAN, FACE_STD = 127.5, 128.0  # insightface's (x - 127.5) / 128, as the paper
@@ -49,23 +49,27 @@ def decode_face(encoded: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
 
 
 def train_dataset(train: FaceTrainSet, *, global_batch: int, image_size: tuple[int, int] = (112, 112),
-                  seed: int = 0, epoch: int = 0, start_step: int = 0, flip: bool = True,
+                  seed: int = 0, epoch: int = 0, start_step: int = 0, epochs: int = 1, flip: bool = True,
                   process_index: int = 0, process_count: int = 1, sampler: Sampler | None = None,
-                  ) -> tuple[tf.data.Dataset, np.ndarray]:
-    """One epoch of this host's batches ``{"images": (b, H, W, 3) float32, "labels":
-    (b,) int32}``, b = global_batch / process_count, from ``start_step`` on; also
-    returns the indices (into ``train``) it reads, in order, to name a bad one.
-    ``sampler``: draws the epoch's global batches (default: the ``"random"``
+                  ) -> tuple[tf.data.Dataset, Callable[[], Iterator[np.ndarray]]]:
+    """This host's batches of ``epochs`` epochs from ``epoch`` on, from
+    ``start_step`` of the first: ``{"images": (b, H, W, 3) float32, "labels":
+    (b,) int32}``, b = global_batch / process_count, from one pipeline (the
+    decode map traced once); also returns a function that yields the indices
+    (into ``train``) it reads, epoch by epoch, to name a bad one.
+    ``sampler``: draws each epoch's global batches (default: the ``"random"``
     permutation of ``train``)."""
     hide_gpus_from_tf()
-    order, seeds = host_epoch_slice(sampler_for(sampler, len(train)), global_batch, seed, epoch, start_step,
-                                    process_index, process_count)
+    sampler = sampler_for(sampler, len(train))
     local = global_batch // process_count
 
+    slices = host_run_slices(sampler, global_batch, seed, epoch, start_step, epochs, process_index, process_count)
+
     def records():
-        for index, example_seed in zip(order, seeds):
-            image, label = train.read(int(index))
-            yield image, np.int32(label), example_seed
+        for order, seeds in slices():
+            for index, example_seed in zip(order, seeds):
+                image, label = train.read(int(index))
+                yield image, np.int32(label), example_seed
 
     signature = (tf.TensorSpec((), tf.string), tf.TensorSpec((), tf.int32), tf.TensorSpec((2,), tf.int64))
     ds = tf.data.Dataset.from_generator(records, output_signature=signature)
@@ -77,28 +81,33 @@ def train_dataset(train: FaceTrainSet, *, global_batch: int, image_size: tuple[i
         return {"images": normalize_face(image), "labels": label}
 
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE), order
+    return ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE), lambda: (o for o, _ in slices())
 
 
 def numpy_train_batches(train: FaceTrainSet, **kwargs) -> Iterator[dict[str, np.ndarray]]:
     """:func:`train_dataset` as NumPy batches; a record that breaks the pipeline
     (undecodable image, bad label, truncated file) is named with its file and
     byte offset instead of TensorFlow's message."""
-    ds, order = train_dataset(train, **kwargs)
-    yield from numpy_iterator(ds, (tf.errors.OpError, ValueError), lambda err: _culprit(train, order, err))
+    ds, orders = train_dataset(train, **kwargs)
+    yield from numpy_iterator(ds, (tf.errors.OpError, ValueError), lambda err: _culprit(train, orders(), err))
 
 
-def _culprit(train: FaceTrainSet, order: np.ndarray, err: Exception) -> str:
+def _culprit(train: FaceTrainSet, orders: Iterator[np.ndarray], err: Exception) -> str:
     message = (getattr(err, "message", None) or str(err)).strip().splitlines()[0]
-    for index in order:
-        try:
-            image, _ = train.read(int(index))
-        except (ValueError, KeyError, OSError) as read_error:
-            return str(read_error)
-        reason = decode_error(image)
-        if reason is not None:
-            return f"{train.describe(int(index))}: undecodable image ({reason})"
-    return f"face input pipeline failed ({message}); every record of the epoch reads and decodes"
+    seen: set[int] = set()
+    for order in orders:
+        for index in map(int, order):
+            if index in seen:
+                continue
+            seen.add(index)
+            try:
+                image, _ = train.read(index)
+            except (ValueError, KeyError, OSError) as read_error:
+                return str(read_error)
+            reason = decode_error(image)
+            if reason is not None:
+                return f"{train.describe(index)}: undecodable image ({reason})"
+    return f"face input pipeline failed ({message}); every record it reads reads and decodes"
 
 
 def decode_verification_images(path: str, images: Sequence[bytes]) -> None:

@@ -35,9 +35,9 @@ from stra_jax.data import hide_gpus_from_tf
 from stra_jax.data.image_check import check_images
 # The image helpers every pipeline shares live in data/images.py; re-exported here.
 from stra_jax.data.images import (IMAGENET_MEAN, IMAGENET_STD, decode_image, encoded_images, load_image,
-                                  normalize, numpy_batches)
+                                  normalize, numpy_batches, sliced_examples)
 from stra_jax.data.reid.common import Record
-from stra_jax.data.samplers import Sampler, host_epoch_slice, sampler_for
+from stra_jax.data.samplers import Sampler, host_run_slices, sampler_for
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Augment", "check_images", "decode_image", "encoded_images",
            "eval_dataset", "load_image", "normalize", "numpy_batches", "train_dataset"]
@@ -102,31 +102,34 @@ def train_dataset(
     seed: int = 0,
     epoch: int = 0,
     start_step: int = 0,
+    epochs: int = 1,
     augmentation: Augment = Augment(),
     process_index: int = 0,
     process_count: int = 1,
     images: Mapping[str, bytes] | None = None,
     sampler: Sampler | None = None,
 ) -> tf.data.Dataset:
-    """One epoch of this host's training batches: {"images": (b, H, W, 3) float32,
-    "labels": (b,) int32} with b = global_batch / process_count, starting at
-    ``start_step``. ``images``: encoded bytes by record path (TFDS source);
-    None reads the files. ``sampler``: draws the epoch's global batches over
-    ``records`` (default: the ``"random"`` permutation)."""
+    """This host's training batches of ``epochs`` epochs from ``epoch`` on:
+    {"images": (b, H, W, 3) float32, "labels": (b,) int32} with b =
+    global_batch / process_count, starting at ``start_step`` of the first.
+    ``images``: encoded bytes by record path (TFDS source); None reads the
+    files. ``sampler``: draws each epoch's global batches over ``records``
+    (default: the ``"random"`` permutation). A run reads all its epochs from
+    one pipeline (``data.images.sliced_examples``)."""
     hide_gpus_from_tf()
-    order, seeds = host_epoch_slice(sampler_for(sampler, len(records)), global_batch, seed, epoch, start_step,
-                                    process_index, process_count)
-    local = global_batch // process_count
-    paths = np.array([records[i].path for i in order], dtype=object).astype(str)
-    labels = np.array([records[i].pid for i in order], dtype=np.int32)
+    sampler = sampler_for(sampler, len(records))
+    paths = [r.path for r in records]
+    labels = np.array([r.pid for r in records], dtype=np.int32)
+
+    slices = host_run_slices(sampler, global_batch, seed, epoch, start_step, epochs, process_index, process_count)
 
     def load(encoded, label, example_seed):
         image = augment(decode_image(encoded, image_size), example_seed, augmentation)
         return {"images": image, "labels": label}
 
-    ds = encoded_images(paths, (labels, seeds), images)
+    ds = sliced_examples(paths, (labels,), slices, images)
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return ds.batch(global_batch // process_count, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
 def eval_dataset(
