@@ -103,8 +103,9 @@ def step_only(config, workdir: str, steps: int) -> float:
 
 def input_cpu_per_image(config, workdir: str) -> float:
     """CPU seconds (all threads) per image of the task's input pipeline alone,
-    over the loop's epochs (each epoch's pipeline built as the loop builds it)."""
+    over the loop's epochs, read as the loop reads them (``loop.run_batches``)."""
     from stra_jax.tasks import make_task
+    from stra_jax.training.loop import run_batches
 
     cfg = config.train
     with contextlib.redirect_stdout(io.StringIO()):
@@ -112,12 +113,8 @@ def input_cpu_per_image(config, workdir: str) -> float:
         task.load()
     per_epoch = task.steps_per_epoch(cfg.batch_size)
     start, images = time.process_time(), 0
-    for epoch in range(cfg.epochs):
-        for n, batch in enumerate(task.train_batches(epoch=epoch, start_step=0, global_batch=cfg.batch_size,
-                                                     process_index=0, process_count=1)):
-            images += len(batch["labels"])
-            if n + 1 == per_epoch:
-                break
+    for batch in run_batches(task, cfg.batch_size, 0, per_epoch, per_epoch * cfg.epochs):
+        images += len(batch["labels"])
     return (time.process_time() - start) / images
 
 
