@@ -31,7 +31,7 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Iterator, Mapping
+from typing import Any, ClassVar, Iterable, Iterator, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -221,11 +221,26 @@ class Task(abc.ABC):
         raise NotImplementedError(f"the {cls.__name__} task does not describe its evaluation preprocessing")
 
     @classmethod
-    def eval_images(cls, config: Any, paths: list[Path], image_size: tuple[int, int]
-                    ) -> tuple[np.ndarray, np.ndarray]:
-        """Image files through the task's evaluation preprocessing: ``(model input
-        (N, H, W, 3) float32, the same images for display (N, H, W, 3) in [0, 1])``."""
+    def eval_batches(cls, config: Any, paths: Sequence[str], image_size: tuple[int, int], batch_size: int
+                     ) -> Iterator[np.ndarray]:
+        """Image files through the task's evaluation preprocessing, from one
+        pipeline, in order: model inputs ``(batch_size, H, W, 3)`` float32, the
+        last batch padded (rows ``>= len(paths)`` are not images of ``paths``).
+        An unreadable file stops it with a ``ValueError`` naming the file."""
         raise NotImplementedError(f"the {cls.__name__} task does not load evaluation images")
+
+    @classmethod
+    def eval_images(cls, config: Any, paths: Sequence[str | Path], image_size: tuple[int, int]
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """Image files through the task's evaluation preprocessing
+        (:meth:`eval_batches`): ``(model input (N, H, W, 3) float32, the same
+        images for display (N, H, W, 3) in [0, 1])``, the display undoing
+        :meth:`preprocessing`'s normalisation."""
+        names = [str(p) for p in paths]
+        inputs = np.concatenate(list(cls.eval_batches(config, names, image_size, len(names))))[: len(names)]
+        how = cls.preprocessing(config)
+        (low, high), mean, std = how["range"], np.asarray(how["mean"]), np.asarray(how["std"])
+        return inputs, np.clip((inputs * std + mean - low) / (high - low), 0, 1)
 
     def data_root(self) -> Path:
         """``config.dataset.root``, or ``WORKDIR/data/<dataset name>`` when it is

@@ -25,8 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -166,19 +165,16 @@ class ClassificationTask(Task):
                 "resize": f"bilinear, aspect kept, to cover H x W / {crop}; central H x W crop"}
 
     @classmethod
-    def eval_images(cls, config: Any, paths: list[Path], image_size: tuple[int, int]
-                    ) -> tuple[np.ndarray, np.ndarray]:
+    def eval_batches(cls, config: Any, paths: Sequence[str], image_size: tuple[int, int], batch_size: int
+                     ) -> Iterator[np.ndarray]:
         """The classification evaluation pipeline on ``paths``."""
-        from stra_jax.data.classification.dataset import Example
         from stra_jax.data.classification.pipeline import eval_dataset
-        from stra_jax.data.images import IMAGENET_MEAN, IMAGENET_STD, numpy_batches
+        from stra_jax.data.images import numpy_batches
 
-        names = [str(p) for p in paths]
-        check_images([Example(n, 0) for n in names])
-        ds = eval_dataset(names, batch_size=len(names), image_size=image_size,
+        ds = eval_dataset(list(paths), batch_size=batch_size, image_size=image_size,
                           crop_fraction=_eval_crop_fraction(config))
-        images = np.concatenate([b["images"] for b in numpy_batches(ds, names)])[: len(names)]
-        return images, np.clip(images * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN), 0, 1)
+        for batch in numpy_batches(ds, paths):
+            yield batch["images"]
 
 
 def _eval_crop_fraction(config: Any) -> float:

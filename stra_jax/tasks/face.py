@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -210,16 +210,11 @@ class FaceTask(Task):
                 "resize": "bilinear to H x W when the image differs (aligned crops)"}
 
     @classmethod
-    def eval_images(cls, config: Any, paths: list[Path], image_size: tuple[int, int]
-                    ) -> tuple[np.ndarray, np.ndarray]:
+    def eval_batches(cls, config: Any, paths: Sequence[str], image_size: tuple[int, int], batch_size: int
+                     ) -> Iterator[np.ndarray]:
         """The verification pipeline (``verification_batches``) on ``paths``."""
-        from stra_jax.data.face.pipeline import FACE_MEAN, FACE_STD, verification_batches
-        from stra_jax.data.image_check import check_images
-        from stra_jax.data.reid.common import Record
+        from stra_jax.data.face.pipeline import verification_batches
 
-        check_images([Record(str(p), 0, 0) for p in paths])  # names a corrupt file up front
         encoded = [Path(p).read_bytes() for p in paths]
-        batches = list(verification_batches(encoded, batch_size=len(paths), image_size=image_size))
-        images = np.concatenate(batches)[: len(paths)]
-        return images, np.clip((images * FACE_STD + FACE_MEAN) / 255.0, 0, 1)
+        return verification_batches(encoded, batch_size=batch_size, image_size=image_size, names=list(paths))
 

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -147,15 +146,10 @@ class ReIDTask(Task):
                 "resize": "bilinear to H x W"}
 
     @classmethod
-    def eval_images(cls, config: Any, paths: list[Path], image_size: tuple[int, int]
-                    ) -> tuple[np.ndarray, np.ndarray]:
+    def eval_batches(cls, config: Any, paths: Sequence[str], image_size: tuple[int, int], batch_size: int
+                     ) -> Iterator[np.ndarray]:
         """The ReID evaluation pipeline (``eval_dataset``) on ``paths``."""
-        from stra_jax.data.image_check import check_images
-        from stra_jax.data.reid.common import Record
-        from stra_jax.data.reid.pipeline import IMAGENET_MEAN, IMAGENET_STD, eval_dataset, numpy_batches
+        from stra_jax.data.reid.pipeline import eval_dataset, numpy_batches
 
-        names = [str(p) for p in paths]
-        check_images([Record(n, 0, 0) for n in names])  # names a corrupt file up front
-        images = np.concatenate([b["images"] for b in numpy_batches(
-            eval_dataset(names, batch_size=len(names), image_size=image_size), names)])[: len(names)]
-        return images, np.clip(images * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN), 0, 1)
+        for batch in numpy_batches(eval_dataset(paths, batch_size=batch_size, image_size=image_size), paths):
+            yield batch["images"]

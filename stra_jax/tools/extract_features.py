@@ -4,7 +4,7 @@
         [--image-size H,W] [--batch-size 64] [--flip] [--skip-corrupt]
 
 The images go through the run's own evaluation preprocessing: the task's resize
-and normalisation (``Task.eval_images``) at the run's ``input.image_size``
+and normalisation (``Task.eval_batches``, one pipeline) at the run's ``input.image_size``
 (read from the workdir's ``config.json`` or the config training recorded in
 ``model.json``; ``tools/run_inputs.input_settings``). ``--image-size`` (``HxW``
 or ``H,W``) overrides the size; a model with no recorded run uses its family's
@@ -20,23 +20,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Iterator
 
 import numpy as np
 
 from stra_jax.utils import atomic_file, parse_size
-
-
-def task_batches(task_class: Any, config: Any, paths: list[str], image_size: tuple[int, int],
-                 batch_size: int) -> Iterator[dict[str, np.ndarray]]:
-    """``{"images": (batch_size, H, W, 3)}`` model inputs of ``paths`` through the
-    task's evaluation preprocessing; the last batch is padded with its last image
-    (the caller drops the padding rows)."""
-    for start in range(0, len(paths), batch_size):
-        chunk = paths[start:start + batch_size]
-        chunk = chunk + [chunk[-1]] * (batch_size - len(chunk))
-        inputs, _ = task_class.eval_images(config, [Path(p) for p in chunk], image_size)
-        yield {"images": inputs}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(records)} images at {image_size[0]}x{image_size[1]} ({source}, {task} preprocessing)",
               flush=True)
         names = [r.path for r in records]
-        feats = forward_batches(model, variables, task_batches(task_class, config, names, image_size, args.batch_size),
-                                flip=args.flip, batch_size=args.batch_size)[: len(names)]
+        batches = ({"images": b} for b in task_class.eval_batches(config, names, image_size, args.batch_size))
+        feats = forward_batches(model, variables, batches, flip=args.flip, batch_size=args.batch_size)[: len(names)]
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
