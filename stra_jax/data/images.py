@@ -17,7 +17,7 @@ from stra_jax.data.image_check import first_bad_image
 from stra_jax.data.iterate import numpy_iterator
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "decode_image", "decode_raw", "encoded_images", "load_image",
-           "normalize", "numpy_batches", "sliced_examples"]
+           "normalize", "epoch_slices", "numpy_batches", "sliced_examples"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -80,23 +80,38 @@ def held_bytes(paths: Sequence[str], images: Mapping[str, bytes]) -> np.ndarray:
     return np.array([images[p] for p in paths], dtype=object)
 
 
+def epoch_slices(slice_of: Callable[[int], tuple[np.ndarray, np.ndarray]], epochs: int) -> tf.data.Dataset:
+    """Elements ``(index, seed (2,))`` of ``slice_of(0)``, ..., ``slice_of(epochs - 1)``
+    (arrays ``(n,)`` and ``(n, 2)``, ``samplers.host_run_slices``), in order,
+    each slice computed when the pipeline reaches it.
+
+    Through ``tf.numpy_function``, not ``Dataset.from_generator``: TensorFlow's
+    generator dataset sets glibc's ``M_TRIM_THRESHOLD`` for the whole process
+    (it logs "Memory patch applied"), which turns off malloc's adaptive mmap
+    threshold, so that every large buffer XLA:CPU allocates is mapped and
+    unmapped again: the jitted train step of the ReID demo ran 20-25% slower
+    in the same process (``benchmarks/loop_overhead.py``)."""
+    def slice_tensors(k: tf.Tensor) -> tf.data.Dataset:
+        index, seed = tf.numpy_function(lambda kk: tuple(np.asarray(a, np.int64) for a in slice_of(int(kk))),
+                                        [k], (tf.int64, tf.int64), stateful=False)
+        return tf.data.Dataset.from_tensor_slices((tf.ensure_shape(index, (None,)),
+                                                   tf.ensure_shape(seed, (None, 2))))
+
+    return tf.data.Dataset.range(epochs).flat_map(slice_tensors)
+
+
 def sliced_examples(paths: Sequence[str], extras: tuple[np.ndarray, ...],
-                    slices: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]],
+                    slice_of: Callable[[int], tuple[np.ndarray, np.ndarray]], epochs: int,
                     images: Mapping[str, bytes] | None = None) -> tf.data.Dataset:
     """Elements ``(encoded image, *(extra[i] for extra in extras), seed)`` for
-    each (index i, seed (2,)) of the slices that ``slices()`` yields (arrays
-    ``(n,)`` and ``(n, 2)``, e.g. ``samplers.host_run_slices``), in order.
+    each (index i, seed) of :func:`epoch_slices`, in order.
 
-    One pipeline for a whole run: the slices (an epoch each) are drawn by one
-    generator call as the pipeline reaches them, and the per-example functions
-    are traced once, where a pipeline per epoch traced them every epoch (about
-    0.2 s of CPU per epoch, more than the images of a 7-step epoch cost to
-    decode and augment; ``benchmarks/loop_overhead.py``). The image bytes are
-    the file ``paths[i]`` (read by tf.data's parallel map) or, with ``images``
-    (TFDS source), the bytes held under that path."""
-    index_spec = (tf.TensorSpec((None,), tf.int64), tf.TensorSpec((None, 2), tf.int64))
-    ds = tf.data.Dataset.from_generator(slices, output_signature=index_spec)
-    ds = ds.flat_map(lambda index, seed: tf.data.Dataset.from_tensor_slices((index, seed)))
+    One pipeline for a whole run: the per-example functions are traced once,
+    where a pipeline per epoch traced them every epoch (about 0.2 s of CPU per
+    epoch, more than the images of a 7-step epoch cost to decode and augment;
+    ``benchmarks/loop_overhead.py``). The image bytes are the file ``paths[i]``
+    (read by tf.data's parallel map) or, with ``images`` (TFDS source), the
+    bytes held under that path."""
     columns = tuple(tf.constant(extra) for extra in extras)
     if images is None:
         path_table = tf.constant(np.asarray(paths, dtype=object).astype(str))
@@ -104,8 +119,9 @@ def sliced_examples(paths: Sequence[str], extras: tuple[np.ndarray, ...],
     else:
         byte_table = tf.constant(held_bytes(paths, images))
         encoded = lambda index: tf.gather(byte_table, index)  # noqa: E731
-    return ds.map(lambda index, seed: (encoded(index), *(tf.gather(c, index) for c in columns), seed),
-                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return epoch_slices(slice_of, epochs).map(
+        lambda index, seed: (encoded(index), *(tf.gather(c, index) for c in columns), seed),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def normalize(image: tf.Tensor) -> tf.Tensor:

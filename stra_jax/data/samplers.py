@@ -35,7 +35,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-from typing import Any, Callable, Iterator, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 
@@ -293,20 +293,20 @@ def host_epoch_slice(sampler: Sampler, global_batch: int, seed: int, epoch: int,
 
 
 def host_run_slices(sampler: Sampler, global_batch: int, seed: int, epoch: int, start_step: int, epochs: int,
-                    process_index: int, process_count: int) -> Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]:
-    """A function yielding :func:`host_epoch_slice` of epochs ``epoch`` ..
-    ``epoch + epochs - 1``, the first from ``start_step`` on, each drawn when
-    the consumer reaches it: what one input pipeline for a whole run reads
-    (its epochs are the ones separate per-epoch pipelines would give, batch
-    for batch; ``tf.data.Dataset.from_generator`` calls it). The arguments are
-    checked here, not when a pipeline first pulls a slice."""
+                    process_index: int, process_count: int) -> Callable[[int], tuple[np.ndarray, np.ndarray]]:
+    """``slice_of(k)``: :func:`host_epoch_slice` of epoch ``epoch + k`` (k = 0 ..
+    epochs - 1), the first from ``start_step`` on: what one input pipeline for
+    a whole run reads, an epoch at a time when it reaches it (its epochs are
+    the ones separate per-epoch pipelines would give, batch for batch). The
+    arguments are checked here, not when a pipeline first asks for a slice."""
     if epochs < 1:
         raise ValueError(f"epochs={epochs}: expected at least 1")
-    first = host_epoch_slice(sampler, global_batch, seed, epoch, start_step, process_index, process_count)
+    host_epoch_slice(sampler, global_batch, seed, epoch, start_step, process_index, process_count)
 
-    def slices() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        yield first
-        for e in range(epoch + 1, epoch + epochs):
-            yield host_epoch_slice(sampler, global_batch, seed, e, 0, process_index, process_count)
+    def slice_of(k: int) -> tuple[np.ndarray, np.ndarray]:
+        if not 0 <= k < epochs:
+            raise IndexError(f"slice {k} of a run of {epochs} epochs")
+        return host_epoch_slice(sampler, global_batch, seed, epoch + k, start_step if k == 0 else 0,
+                                process_index, process_count)
 
-    return slices
+    return slice_of

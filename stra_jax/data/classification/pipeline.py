@@ -107,12 +107,13 @@ def train_dataset(examples: Sequence[Example], *, global_batch: int, image_size:
     paths = [e.path for e in examples]
     labels = np.array([e.label for e in examples], dtype=np.int32)
 
-    slices = host_run_slices(sampler, global_batch, seed, epoch, start_step, epochs, process_index, process_count)
+    slice_of = host_run_slices(sampler, global_batch, seed, epoch, start_step, epochs, process_index,
+                               process_count)
 
     def load(encoded, label, example_seed):
         return {"images": augment(decode_raw(encoded), example_seed, image_size, augmentation), "labels": label}
 
-    ds = sliced_examples(paths, (labels,), slices, images)
+    ds = sliced_examples(paths, (labels,), slice_of, epochs, images)
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(global_batch // process_count, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 

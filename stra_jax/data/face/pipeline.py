@@ -27,6 +27,7 @@ import tensorflow as tf
 from stra_jax.data import hide_gpus_from_tf
 from stra_jax.data.face.dataset import FaceTrainSet
 from stra_jax.data.image_check import decode_error
+from stra_jax.data.images import epoch_slices
 from stra_jax.data.iterate import numpy_iterator
 from stra_jax.data.samplers import Sampler, host_run_slices, sampler_for
 
@@ -65,18 +66,21 @@ def train_dataset(train: FaceTrainSet, *, global_batch: int, image_size: tuple[i
     sampler = sampler_for(sampler, len(train))
     local = global_batch // process_count
 
-    slices = host_run_slices(sampler, global_batch, seed, epoch, start_step, epochs, process_index, process_count)
+    slice_of = host_run_slices(sampler, global_batch, seed, epoch, start_step, epochs, process_index,
+                               process_count)
 
-    def records():  # chunks: a Python generator per record cost 0.3 ms of CPU per image (and the GIL)
-        for order, seeds in slices():
-            for start in range(0, len(order), READ_CHUNK):
-                items = [train.read(int(index)) for index in order[start:start + READ_CHUNK]]
-                yield (np.array([image for image, _ in items], dtype=object),
-                       np.array([label for _, label in items], dtype=np.int32), seeds[start:start + READ_CHUNK])
+    def read_chunk(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        items = [train.read(int(index)) for index in indices]
+        return (np.array([image for image, _ in items], dtype=object),
+                np.array([label for _, label in items], dtype=np.int32))
 
-    signature = (tf.TensorSpec((None,), tf.string), tf.TensorSpec((None,), tf.int32),
-                 tf.TensorSpec((None, 2), tf.int64))
-    ds = tf.data.Dataset.from_generator(records, output_signature=signature).unbatch()
+    def read(index: tf.Tensor, example_seed: tf.Tensor):  # READ_CHUNK records per Python call
+        image, label = tf.numpy_function(read_chunk, [index], (tf.string, tf.int32), stateful=False)
+        return tf.ensure_shape(image, (None,)), tf.ensure_shape(label, (None,)), example_seed
+
+    # A Python call per record cost 0.3 ms of CPU per image (and held the GIL); epoch_slices says why
+    # this is not a Dataset.from_generator.
+    ds = epoch_slices(slice_of, epochs).batch(READ_CHUNK).map(read).unbatch()
 
     def load(encoded, label, example_seed):
         image = decode_face(encoded, image_size)
@@ -85,7 +89,8 @@ def train_dataset(train: FaceTrainSet, *, global_batch: int, image_size: tuple[i
         return {"images": normalize_face(image), "labels": label}
 
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE), lambda: (o for o, _ in slices())
+    return (ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE),
+            lambda: (slice_of(k)[0] for k in range(epochs)))
 
 
 def numpy_train_batches(train: FaceTrainSet, **kwargs) -> Iterator[dict[str, np.ndarray]]:

@@ -121,13 +121,14 @@ def train_dataset(
     paths = [r.path for r in records]
     labels = np.array([r.pid for r in records], dtype=np.int32)
 
-    slices = host_run_slices(sampler, global_batch, seed, epoch, start_step, epochs, process_index, process_count)
+    slice_of = host_run_slices(sampler, global_batch, seed, epoch, start_step, epochs, process_index,
+                               process_count)
 
     def load(encoded, label, example_seed):
         image = augment(decode_image(encoded, image_size), example_seed, augmentation)
         return {"images": image, "labels": label}
 
-    ds = sliced_examples(paths, (labels,), slices, images)
+    ds = sliced_examples(paths, (labels,), slice_of, epochs, images)
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(global_batch // process_count, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
