@@ -33,7 +33,7 @@ from stra_jax.data.samplers import Sampler, host_run_slices, sampler_for
 
 
 FACE_MEAN, FACE_STD = 127.5, 128.0  # insightface's (x - 127.5) / 128, as the paper
-READ_CHUNK = 256  # training records read per call of the Python generator that feeds tf.data
+READ_CHUNK = 256  # training records read per Python call (tf.numpy_function) that feeds tf.data
 
 
 def normalize_face(image: tf.Tensor) -> tf.Tensor:
@@ -116,15 +116,23 @@ def _culprit(train: FaceTrainSet, orders: Iterator[np.ndarray], err: Exception) 
             reason = decode_error(image)
             if reason is not None:
                 return f"{train.describe(index)}: undecodable image ({reason})"
-    return f"face input pipeline failed ({message}); every record it reads reads and decodes"
+    return f"face input pipeline failed ({message}); every record it reads decodes"
 
 
 def decode_verification_images(path: str, images: Sequence[bytes]) -> None:
     """Raise naming ``path`` and the index of the first undecodable image."""
+    bad = _first_undecodable(images)
+    if bad is not None:
+        raise ValueError(f"{path}: image {bad[0]} (pair {bad[0] // 2}) is undecodable ({bad[1]})")
+
+
+def _first_undecodable(images: Sequence[bytes]) -> tuple[int, str] | None:
+    """``(index, reason)`` of the first image that does not decode, or None."""
     for i, image in enumerate(images):
         reason = decode_error(image)
         if reason is not None:
-            raise ValueError(f"{path}: image {i} (pair {i // 2}) is undecodable ({reason})")
+            return i, reason
+    return None
 
 
 def verification_batches(images: Sequence[bytes], *, batch_size: int, image_size: tuple[int, int] = (112, 112),
@@ -143,10 +151,9 @@ def verification_batches(images: Sequence[bytes], *, batch_size: int, image_size
                 deterministic=True)
 
     def explain(err: tf.errors.OpError) -> str:
-        for i, image in enumerate(images):
-            reason = decode_error(image)
-            if reason is not None:
-                return f"{names[i] if names else f'image {i}'}: undecodable image ({reason})"
+        bad = _first_undecodable(images)
+        if bad is not None:
+            return f"{names[bad[0]] if names else f'image {bad[0]}'}: undecodable image ({bad[1]})"
         return f"face input pipeline failed ({err.message.strip().splitlines()[0] if err.message else err})"
 
     return numpy_iterator(ds.batch(batch_size).prefetch(tf.data.AUTOTUNE), (tf.errors.OpError,), explain)
