@@ -9,7 +9,7 @@ and input both differentiated. Peak memory is XLA's compiled estimate
     python benchmarks/attention.py                      # the table for K 3/5/7
     python benchmarks/attention.py --dtype bfloat16
     python benchmarks/attention.py --batch 8 --iters 3  # quicker
-    python benchmarks/attention.py --implementations fused shift patches --grouped-convs einsum conv
+    python benchmarks/attention.py --implementations fused shift patches --grouped-convs split einsum conv
     python benchmarks/attention.py --torch              # + the authors' PyTorch modules, same process
 
 Memory-traffic columns, both divided by this machine's measured copy bandwidth:
@@ -21,9 +21,11 @@ every fused op's reads and writes), i.e. how memory-bound this formulation is.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
+from typing import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -32,7 +34,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks.network_step import Runner, cpu_line, median_ratio, run_rounds  # noqa: E402
 from stra_jax import StRAttention, total_diversity_loss  # noqa: E402
+from stra_jax.layers import checks  # noqa: E402
+from stra_jax.layers.conv import resolve_grouped  # noqa: E402
 
 
 class Conv3x3(nn.Module):
@@ -59,7 +64,20 @@ def median_seconds(call, iters: int) -> float:
     return float(np.median(times))
 
 
-def measure(module, x, iters):
+@dataclasses.dataclass
+class Block:
+    """One module's compiled forward+backward and XLA's figures for it."""
+
+    call: Callable[[], None]  # one fwd+bwd, waited for
+    peak: float               # bytes: arguments + outputs + temporaries
+    flops: float
+    n_params: int
+    traffic: float            # bytes accessed, XLA's count
+    floor: float              # bytes no formulation can avoid moving
+
+
+def compile_block(module, x) -> Block:
+    """Jit and compile ``module``'s train-mode forward+backward on ``x``."""
     variables = module.init(jax.random.key(0), x, train=False)
     params, stats = variables["params"], variables.get("batch_stats", {})
 
@@ -76,14 +94,20 @@ def measure(module, x, iters):
             if mem is not None else float("nan"))
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    flops = (cost or {}).get("flops", float("nan"))
-    traffic = (cost or {}).get("bytes accessed", float("nan"))
-
-    seconds = median_seconds(lambda: compiled(params, x), iters)
-    n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
     param_bytes = sum(p.nbytes for p in jax.tree.leaves(params))
-    floor = 4 * x.nbytes + 2 * param_bytes  # x, y, dy, dx; params and their gradients
-    return seconds, peak, flops, n_params, traffic, floor
+    call = lambda: jax.block_until_ready(compiled(params, x))  # noqa: E731
+    call()  # warm-up
+    return Block(call, peak, (cost or {}).get("flops", float("nan")),
+                 sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params)),
+                 (cost or {}).get("bytes accessed", float("nan")),
+                 4 * x.nbytes + 2 * param_bytes)  # x, y, dy, dx; params and their gradients
+
+
+def measure(module, x, iters):
+    """(median s of ``iters`` fwd+bwd calls, peak, flops, n_params, traffic, floor) of one module."""
+    block = compile_block(module, x)
+    return (median_seconds(block.call, iters), block.peak, block.flops, block.n_params, block.traffic,
+            block.floor)
 
 
 def copy_bandwidth() -> float:
@@ -129,12 +153,14 @@ def main(argv=None) -> None:
     parser.add_argument("--channels", type=int, default=512)
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--kernels", type=int, nargs="+", default=[3, 5, 7])
-    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--iters", type=int, default=3, help="timed calls per module per round")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved rounds (every module per round, order rotated), so drift hits all alike")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
-    parser.add_argument("--implementations", nargs="+", choices=["auto", "fused", "shift", "patches"],
+    parser.add_argument("--implementations", nargs="+", choices=list(checks.IMPLEMENTATIONS),
                         default=["fused", "shift"], help="local-attention neighbour gathering to time")
-    parser.add_argument("--grouped-convs", nargs="+", choices=["auto", "einsum", "conv"], default=["einsum"],
-                        help="grouped 1x1 convolution formulations to time")
+    parser.add_argument("--grouped-convs", nargs="+", choices=list(checks.GROUPED_CONVS), default=["auto"],
+                        help="grouped 1x1 convolution formulations to time (auto: this backend's pick)")
     parser.add_argument("--torch", action="store_true", help="also time the PyTorch reference modules")
     args = parser.parse_args(argv)
 
@@ -142,26 +168,33 @@ def main(argv=None) -> None:
     x = jax.random.normal(jax.random.key(0),
                           (args.batch, args.height, args.width, args.channels)).astype(dtype)
     bandwidth = copy_bandwidth()
-    rows = [("conv3x3", 3, *measure(Conv3x3(args.channels, dtype=dtype), x, args.iters))]
+    rows = [("conv3x3", 3, compile_block(Conv3x3(args.channels, dtype=dtype), x))]
     for impl in args.implementations:
         for grouped in args.grouped_convs:
             for k in args.kernels:
                 for mode_on, name in ((True, "StRA"), (False, "local only")):
                     block = StRAttention(heads=args.heads, kernel_size=k, mode_attention=mode_on,
                                          implementation=impl, grouped_conv=grouped, dtype=dtype)
-                    rows.append((f"{name} G{args.heads} {impl}/{grouped}", k, *measure(block, x, args.iters)))
+                    rows.append((f"{name} G{args.heads} {impl}/{resolve_grouped(grouped)}", k,
+                                 compile_block(block, x)))
+    runners = [Runner(name, name, block.call) for name, _, block in rows]
+    run_rounds(runners, args.rounds, args.iters)
 
     print(f"# fwd+bwd, train mode, input {tuple(x.shape)} {args.dtype}, "
           f"{jax.devices()[0].platform} x{jax.device_count()}, jax {jax.__version__}, "
           f"copy bandwidth {bandwidth / 1e9:.1f} GB/s")
-    header = (f"{'module':<32}{'K':>3}{'fwd+bwd ms':>12}{'vs conv':>9}{'floor ms':>10}{'xla ms':>8}"
+    print(f"# {cpu_line()}; {args.rounds} rounds x {args.iters} iters, interleaved: medians over rounds, "
+          "vs conv = median of the per-round ratios; spread = (max - min) / median of the round times")
+    header = (f"{'module':<32}{'K':>3}{'fwd+bwd ms':>12}{'vs conv':>9}{'spread':>8}{'floor ms':>10}{'xla ms':>8}"
               f"{'peak MiB':>10}{'GFLOP':>8}{'params':>11}")
     print(header)
     print("-" * len(header))
-    conv_sec = rows[0][2]
-    for name, k, sec, peak, flops, n, traffic, floor in rows:
-        print(f"{name:<32}{k:>3}{sec * 1e3:>12.1f}{sec / conv_sec:>9.2f}{floor / bandwidth * 1e3:>10.1f}"
-              f"{traffic / bandwidth * 1e3:>8.0f}{peak / 2**20:>10.1f}{flops / 1e9:>8.2f}{n:>11,}")
+    for (name, k, block), runner in zip(rows, runners):
+        sec = float(np.median(runner.times))
+        spread = (max(runner.times) - min(runner.times)) / sec
+        print(f"{name:<32}{k:>3}{sec * 1e3:>12.1f}{median_ratio(runner, runners[0]):>9.2f}{spread:>8.0%}"
+              f"{block.floor / bandwidth * 1e3:>10.1f}{block.traffic / bandwidth * 1e3:>8.0f}"
+              f"{block.peak / 2**20:>10.1f}{block.flops / 1e9:>8.2f}{block.n_params:>11,}")
     if args.torch:
         trows = torch_rows(args)
         print(f"\n# PyTorch {__import__('torch').__version__} (CPU, {__import__('torch').get_num_threads()} "

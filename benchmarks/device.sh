@@ -87,7 +87,7 @@ EOF
   fi
   for dtype in float32 bfloat16; do
     step "attention_$dtype" 45 "$PY" benchmarks/attention.py "${attn[@]}" --kernels 3 --dtype "$dtype" \
-      --implementations fused shift --grouped-convs einsum conv
+      --implementations fused shift --grouped-convs split einsum conv
   done
   # JAX takes at most 60% of the GPU's memory, leaving the rest to the PyTorch column
   XLA_PYTHON_CLIENT_MEM_FRACTION=0.6 step network_train 180 "$PY" benchmarks/network_step.py "${net[@]}" \

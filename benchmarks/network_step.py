@@ -45,7 +45,8 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 from stra_jax.evaluation.features import forward_with_flip  # noqa: E402
-from stra_jax.layers import total_diversity_loss  # noqa: E402
+from stra_jax.layers import checks, total_diversity_loss  # noqa: E402
+from stra_jax.layers.conv import resolve_grouped  # noqa: E402
 from stra_jax.models import create_model, init_variables  # noqa: E402
 
 NUM_CLASSES = 751
@@ -249,9 +250,10 @@ def table(args, mode: str, dtype: str) -> list[dict[str, Any]]:
     models = [("resnet50 (last stride 1)",
                create_model("resnet50", num_classes=NUM_CLASSES, last_stride=1, embedding_dim=512, dtype=dtype))]
     for impl in args.implementations:
-        models.append((f"stra_resnet50 {impl}/{args.grouped_conv}",
-                       create_model("stra_resnet50", num_classes=NUM_CLASSES, attention_implementation=impl,
-                                    attention_grouped_conv=args.grouped_conv, dtype=dtype)))
+        for grouped in args.grouped_convs:
+            models.append((f"stra_resnet50 {impl}/{resolve_grouped(grouped)}",
+                           create_model("stra_resnet50", num_classes=NUM_CLASSES, attention_implementation=impl,
+                                        attention_grouped_conv=grouped, dtype=dtype)))
     if args.floor:
         models.append(("resnet50, last-stage 3x3 = identity", floor_model(models[0][1])))
     runners = [jax_train_runner(name, model, images, labels) if mode == "train" else
@@ -310,8 +312,9 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--dtype", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
     parser.add_argument("--implementations", nargs="+", default=["fused"],
-                        choices=["auto", "fused", "shift", "patches"])
-    parser.add_argument("--grouped-conv", default="auto", choices=["auto", "einsum", "conv"])
+                        choices=list(checks.IMPLEMENTATIONS))
+    parser.add_argument("--grouped-convs", nargs="+", default=["auto"], choices=list(checks.GROUPED_CONVS),
+                        help="grouped 1x1 convolution formulations of StRA (auto: this backend's pick)")
     parser.add_argument("--torch", action="store_true", help="also time the authors' PyTorch networks")
     parser.add_argument("--floor", action="store_true",
                         help="also time ResNet-50 with its last-stage 3x3 convs removed (the ratio's floor)")

@@ -1,5 +1,5 @@
 """The fast formulations (``implementation="fused"``: a hand-written backward pass
-for Eq. 4; ``grouped_conv="einsum"``) against independent ones.
+for Eq. 4; ``grouped_conv="split"`` and ``"einsum"``) against independent ones.
 
 Forward values are checked against the NumPy reference in test_stra_reference.py.
 Here the *gradients*: finite differences in float64 (check_grads), and the
@@ -17,7 +17,7 @@ import pytest
 from jax.test_util import check_grads
 
 from stra_jax import LocalAttention, StRAttention, total_diversity_loss
-from stra_jax.layers.conv import conv1x1
+from stra_jax.layers.conv import conv1x1, grouped_matmul_split
 from stra_jax.layers.fused_local import attend_shifted
 from tests.helpers import randomize_variables, run_multidevice
 
@@ -54,7 +54,7 @@ def _grads(block, variables, x, use_jit):
 def test_fused_gradients_equal_the_unfold_formulation(kernel, stride, dilation, hw, use_jit):
     kw = dict(heads=4, kernel_size=kernel, stride=stride, dilation=dilation)
     x = jax.random.normal(jax.random.key(0), (2, *hw, 16))
-    fused = StRAttention(implementation="fused", grouped_conv="einsum", **kw)
+    fused = StRAttention(implementation="fused", grouped_conv="split", **kw)
     patches = StRAttention(implementation="patches", grouped_conv="conv", **kw)
     variables = randomize_variables(fused.init(jax.random.key(1), x, train=False))
     got = _grads(fused, variables, x, use_jit)
@@ -84,20 +84,48 @@ def test_fused_bfloat16_gradients_equal_autodiff_in_bfloat16():
     assert_grads_close(got, want, rtol=0.05, atol_fraction=0.02)
 
 
+@pytest.mark.parametrize("implementation", ["split", "einsum"])
 @pytest.mark.parametrize("groups,features,bias", [(8, 16, True), (8, 80, True), (4, 32, False), (1, 24, True)])
-def test_einsum_grouped_conv_equals_nn_conv(groups, features, bias):
+def test_grouped_conv_formulations_equal_nn_conv(implementation, groups, features, bias):
     x = jax.random.normal(jax.random.key(0), (2, 5, 3, 32))
     conv = conv1x1(features, groups=groups, use_bias=bias, implementation="conv")
-    einsum = conv1x1(features, groups=groups, use_bias=bias, implementation="einsum")
-    v_conv, v_einsum = conv.init(jax.random.key(3), x), einsum.init(jax.random.key(3), x)
+    other = conv1x1(features, groups=groups, use_bias=bias, implementation=implementation)
+    v_conv, v_other = conv.init(jax.random.key(3), x), other.init(jax.random.key(3), x)
     # Same parameter tree and the same initial values: checkpoints and seeds carry over.
-    jax.tree.map(np.testing.assert_array_equal, v_conv, v_einsum)
+    jax.tree.map(np.testing.assert_array_equal, v_conv, v_other)
     variables = randomize_variables(v_conv)
-    np.testing.assert_allclose(einsum.apply(variables, x), conv.apply(variables, x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(other.apply(variables, x), conv.apply(variables, x), rtol=1e-5, atol=1e-5)
     g_conv = jax.grad(lambda v, i: jnp.sum(jnp.sin(conv.apply(v, i))), argnums=(0, 1))(variables, x)
-    g_einsum = jax.grad(lambda v, i: jnp.sum(jnp.sin(einsum.apply(v, i))), argnums=(0, 1))(variables, x)
-    for a, b in zip(jax.tree.leaves(g_einsum), jax.tree.leaves(g_conv)):
+    g_other = jax.jit(jax.grad(lambda v, i: jnp.sum(jnp.sin(other.apply(v, i))), argnums=(0, 1)))(variables, x)
+    for a, b in zip(jax.tree.leaves(g_other), jax.tree.leaves(g_conv)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_split_grouped_matmul_gradients_match_finite_differences():
+    with jax.enable_x64(True):
+        x = jax.random.normal(jax.random.key(0), (2, 3, 4, 3, 5), jnp.float64)  # (B, H, W, G, i)
+        kernel = jax.random.normal(jax.random.key(1), (5, 3, 2), jnp.float64)  # (i, G, o)
+        check_grads(lambda a, k: jnp.sum(jnp.sin(grouped_matmul_split(a, k))), (x, kernel), order=1,
+                    modes=["rev"], eps=1e-6, atol=1e-6, rtol=1e-6)
+
+
+def test_split_grouped_conv_in_bfloat16_equals_the_einsum():
+    """bf16 compute, float32 parameters: outputs and gradients of the two
+    formulations in the same precision (the split one accumulates the kernel
+    gradient in float32, so it is, if anything, the closer one)."""
+    x = jax.random.normal(jax.random.key(0), (4, 6, 5, 64))
+    split = conv1x1(40, groups=8, use_bias=True, implementation="split", dtype=jnp.bfloat16)
+    einsum = conv1x1(40, groups=8, use_bias=True, implementation="einsum", dtype=jnp.bfloat16)
+    variables = randomize_variables(split.init(jax.random.key(3), x))
+    y_split, y_einsum = split.apply(variables, x), einsum.apply(variables, x)
+    assert y_split.dtype == y_einsum.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.float32(y_split), np.float32(y_einsum), rtol=2e-2, atol=2e-2)
+    grads = [jax.grad(lambda v, i, m=m: jnp.sum(jnp.sin(m.apply(v, i).astype(jnp.float32))),
+                      argnums=(0, 1))(variables, x) for m in (split, einsum)]
+    for a, b in zip(*map(jax.tree.leaves, grads)):
+        assert a.dtype == b.dtype == jnp.float32
+        scale = float(np.max(np.abs(b)))
+        np.testing.assert_allclose(a, b, rtol=3e-2, atol=2e-2 * scale)
 
 
 def test_auto_resolves_per_backend_and_bad_names_fail():
@@ -105,8 +133,8 @@ def test_auto_resolves_per_backend_and_bad_names_fail():
     from stra_jax.layers.local_attention import resolve_attention
 
     assert resolve_attention("auto") == "fused" and resolve_attention("shift") == "shift"
-    assert resolve_grouped("auto") == "einsum" and resolve_grouped("conv") == "conv"
-    with pytest.raises(ValueError, match=r"grouped_conv='dense': expected one of \('auto', 'einsum', 'conv'\)"):
+    assert resolve_grouped("auto") == "split" and resolve_grouped("conv") == "conv"
+    with pytest.raises(ValueError, match=r"grouped_conv='dense': expected one of \('auto', 'split', 'einsum', 'conv'\)"):
         StRAttention(grouped_conv="dense")
     with pytest.raises(ValueError, match=r"implementation='fast': expected one of"):
         LocalAttention(implementation="fast")

@@ -12,7 +12,7 @@ import jax
 GATES = ("sigmoid", "softmax")
 STRIDES = (1, 2)
 IMPLEMENTATIONS = ("auto", "fused", "shift", "patches")
-GROUPED_CONVS = ("auto", "einsum", "conv")
+GROUPED_CONVS = ("auto", "split", "einsum", "conv")
 
 
 def _is_int(value: Any) -> bool:
