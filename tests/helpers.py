@@ -38,16 +38,23 @@ def randomize_variables(variables, seed: int = 0):
     return jax.tree_util.tree_map_with_path(perturb, variables)
 
 
+def multidevice_env(devices: int) -> dict[str, str]:
+    """This process's environment for a subprocess with ``devices`` simulated CPU
+    devices: the device count added to ``XLA_FLAGS`` (keeping the session's other
+    flags, tests/conftest.py), CPU only, the repository importable."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    return dict(os.environ, JAX_PLATFORMS="cpu",
+                XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count={devices}".strip(),
+                PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+
+
 def run_multidevice(script: str, devices: int = 8, timeout: int = 600) -> str:
     """Run ``script`` in a fresh Python with ``devices`` simulated CPU devices.
 
     XLA reads the device count once at start-up, so this needs its own process.
     Returns stdout; raises with stderr when the script fails.
     """
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    env["JAX_PLATFORMS"] = "cpu"
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    env = multidevice_env(devices)
     proc = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(script)],
         capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout,

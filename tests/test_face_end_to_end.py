@@ -5,14 +5,13 @@ over 8 simulated devices; bad settings refused before anything is written."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 from PIL import Image
 
-from tests.helpers import REPO
+from tests.helpers import REPO, multidevice_env
 
 SMOKE = "configs/face_synthetic.py:smoke"
 
@@ -28,7 +27,7 @@ def trained(tmp_path_factory):
     (6 identities padded to 8 columns): the path MS1M-size runs take. (Sharded
     and replicated steps are compared number for number in test_margin_losses.)"""
     workdir = tmp_path_factory.mktemp("face") / "run"
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    env = multidevice_env(8)
     proc = _run(["train.py", "--config", SMOKE, "--workdir", str(workdir), "--config.model.shard_classifier=True"],
                 env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

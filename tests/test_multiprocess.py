@@ -3,7 +3,6 @@ one process: the same train step (with batch-hard triplet mining over the global
 batch), the same P x K batches and the same extracted features."""
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from stra_jax.training.state import TrainState
 from stra_jax.training.step import make_train_step
 from stra_jax.data.samplers import build_sampler
 from stra_jax.losses import LossContext, build_objective
-from tests.helpers import REPO
+from tests.helpers import REPO, multidevice_env
 from tests.test_training import _batch, _setup
 
 WORKER = r"""
@@ -70,8 +69,7 @@ def test_two_processes_match_one(tmp_path):
         path = tmp_path / f"{i}.png"
         Image.fromarray(np.random.default_rng(i).integers(0, 255, (64, 32, 3), dtype=np.uint8)).save(path)
         paths.append(str(path))
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
-               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    env = multidevice_env(4)
     port = _free_port()
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(pid), str(port), str(tmp_path / f"out{pid}.npz"),
                                *paths], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
