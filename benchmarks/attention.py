@@ -105,9 +105,10 @@ def compile_block(module, x) -> Block:
 
 def measure(module, x, iters):
     """(median s of ``iters`` fwd+bwd calls, peak, flops, n_params, traffic, floor) of one module."""
-    block = compile_block(module, x)
-    return (median_seconds(block.call, iters), block.peak, block.flops, block.n_params, block.traffic,
-            block.floor)
+    block = compile_block(module, x)  # compiled and warmed up
+    runner = Runner("module", "module", block.call)
+    run_rounds([runner], 1, iters)
+    return runner.times[0], block.peak, block.flops, block.n_params, block.traffic, block.floor
 
 
 def copy_bandwidth() -> float:
